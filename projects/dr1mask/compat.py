@@ -32,8 +32,8 @@ _original_init_dist_pytorch = dist_utils._init_dist_pytorch
 _original_ddp_init = MMDistributedDataParallel.__init__
 
 
-def load_local_checkpoint(filename: str, map_location=None) -> dict:
-    """Load a checkpoint from a local path, pickled objects included."""
+def load_from_local(filename: str, map_location=None) -> dict:
+    """mmengine's loader for local paths, pickled objects included."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
@@ -63,6 +63,6 @@ def _ddp_init(self, module, detect_anomalous_params: bool = False,
 def apply() -> None:
     """Install the fixes; safe to call more than once."""
     CheckpointLoader.register_scheme(
-        prefixes='', loader=load_local_checkpoint, force=True)
+        prefixes='', loader=load_from_local, force=True)
     dist_utils._init_dist_pytorch = _init_dist_pytorch
     MMDistributedDataParallel.__init__ = _ddp_init
