@@ -12,6 +12,7 @@ import torch
 from conftest import CONFIGS, REPO
 
 CONFIG = str(CONFIGS / 'dr1mask_r18_fpn_toy-panoptic.py')
+INSTANCE_CONFIG = str(CONFIGS / 'dr1mask_r18_fpn_toy.py')
 # Two iterations of batch 2 on tiny images, evaluation at the end.
 SHORT = [
     'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
@@ -41,9 +42,9 @@ def workspace(tmp_path_factory):
     return root
 
 
-def train(workspace, work_dir, max_iters, *extra):
+def train(workspace, work_dir, max_iters, *extra, config=CONFIG):
     return run([
-        sys.executable, str(REPO / 'tools/train.py'), CONFIG, '--work-dir',
+        sys.executable, str(REPO / 'tools/train.py'), config, '--work-dir',
         str(work_dir), *extra, '--cfg-options',
         f'train_cfg.max_iters={max_iters}', *SHORT
     ], cwd=workspace)
@@ -75,6 +76,17 @@ def test_train_save_test_resume(workspace):
         for s in after['optimizer']['state'].values()
     ]
     assert momentum and all(m is not None for m in momentum)
+
+
+def test_instance_model_reports_box_and_mask_ap(workspace):
+    work_dir = workspace / 'work_dirs' / 'toy_instance'
+    train(workspace, work_dir, 2, config=INSTANCE_CONFIG)
+    output = run([
+        sys.executable, str(REPO / 'tools/test.py'), INSTANCE_CONFIG,
+        str(work_dir / 'iter_2.pth'), '--cfg-options',
+        'model.test_cfg.score_thr=0.0'
+    ], cwd=workspace)
+    assert 'coco/bbox_mAP:' in output and 'coco/segm_mAP:' in output
 
 
 def test_dist_train_two_cpu_ranks(workspace):

@@ -1,0 +1,98 @@
+_base_ = './dr1mask_r50_fpn_1x_coco-panoptic.py'
+
+# The embedded default: panoptic DR1Mask on the generated toy set
+# (tools/misc/generate_toy_panoptic.py), small enough to train and evaluate
+# on 2 CPU cores. ResNet-18 from scratch: no weights can be fetched here.
+data_root = 'data/toy_panoptic/'
+thing_classes = ('disk', 'square', 'triangle', 'ring')
+stuff_classes = ('sky', 'grass', 'brick')
+metainfo = dict(
+    classes=thing_classes + stuff_classes,
+    thing_classes=thing_classes,
+    stuff_classes=stuff_classes)
+
+model = dict(
+    backbone=dict(
+        depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=128),
+    bbox_head=dict(
+        num_classes=len(thing_classes),
+        in_channels=128,
+        feat_channels=128,
+        stacked_convs=2),
+    basis=dict(in_channels=128, channels=32),
+    semantic_head=dict(
+        num_things=len(thing_classes), in_channels=128, feat_channels=64),
+    panoptic_head=dict(
+        num_things=len(thing_classes),
+        num_stuff=len(stuff_classes),
+        stuff_area_thr=64))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadPanopticAnnotations'),
+    dict(type='Resize', scale_factor=1.0),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale_factor=1.0),
+    dict(type='LoadPanopticAnnotations'),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/panoptic_train.json',
+        data_prefix=dict(img='train/', seg='annotations/panoptic_train/'),
+        filter_cfg=dict(filter_empty_gt=True, min_size=0),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/panoptic_val.json',
+        data_prefix=dict(img='val/', seg='annotations/panoptic_val/'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = [
+    dict(
+        type='CocoPanopticMetric',
+        ann_file=data_root + 'annotations/panoptic_val.json',
+        seg_prefix=data_root + 'annotations/panoptic_val/',
+        classwise=True),
+    dict(
+        type='CocoMetric',
+        ann_file=data_root + 'annotations/instances_val.json',
+        metric=['bbox', 'segm'])
+]
+test_evaluator = val_evaluator
+
+# A CPU schedule: warm-up then a step, evaluation at the end.
+max_iters = 1500
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=100),
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_iters,
+        by_epoch=False,
+        milestones=[1200],
+        gamma=0.1)
+]
+optim_wrapper = dict(optimizer=dict(lr=0.02), clip_grad=dict(max_norm=10))
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+log_processor = dict(window_size=20)

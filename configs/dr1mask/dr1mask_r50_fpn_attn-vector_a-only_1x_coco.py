@@ -1,0 +1,4 @@
+_base_ = './dr1mask_r50_fpn_attn-vector_1x_coco.py'
+
+# Table 1: the input factor A alone.
+model = dict(basis=dict(use_a=True, use_b=False))

@@ -1,0 +1,4 @@
+_base_ = [
+    './_base_/coco_instance_ms.py', './_base_/schedule_270k.py',
+    './_base_/dr1mask_r50_fpn.py'
+]

@@ -1,0 +1,255 @@
+"""The instance prediction module of DR1Mask (Sec. 3.2.3, Table 4).
+
+Every instance crops a D x 56 x 56 region R from the DR1Basis output F by its
+box (RoIAlign, stride 4) and blends it into one mask guided by its embedding
+e. Three blenders, selected by ``attention``:
+
+``vector``   (YOLACT) e in R^D weighs the D channels: ``m = sum_d e_d R_d``.
+``full``     (BlendMask) e = [t : a]: t (D*K) is a 1x1 projection D -> K
+             (Eq. 7), a (K*14*14) a position-sensitive attention; the
+             attention is upsampled to 56, softmaxed over K, and
+             ``m = sum_k softmax(a)_k * (t * R)_k``.
+``factored`` (the paper's) as ``full`` but a_k = U_k^T diag(s_k) V_k (Eq. 8)
+             with shared U_k, V_k in R^{4 x 14}: 16 numbers s per instance
+             instead of 784.
+"""
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.ops import RoIAlign
+from mmengine.model import BaseModule
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
+from mmdet.registry import MODELS
+from mmdet.structures.bbox import bbox2roi, scale_boxes
+from mmdet.utils import ConfigType, InstanceList, reduce_mean
+
+ATTENTIONS = ('vector', 'full', 'factored')
+# Pasting N masks at full image size at once needs N x H x W floats; paste in
+# chunks of about this many pixels to bound the memory.
+PASTE_CHUNK_PIXELS = 2**26
+
+
+@MODELS.register_module()
+class InstancePredictionModule(BaseModule):
+    """Crop, blend and (at test time) paste the masks of DR1Mask.
+
+    Args:
+        basis_channels (int): D, the channels of the basis F.
+        attention (str): 'vector', 'full' or 'factored' (Table 4).
+        num_bases (int): K, the projected bases of 'full' / 'factored'.
+            Defaults to 4, BlendMask's choice.
+        attention_size (int): spatial size of the attention. Defaults to 14.
+        attention_rank (int): rank of each factored attention map (rows of
+            U_k, V_k). Defaults to 4.
+        mask_size (int): RoIAlign output size. Defaults to 56.
+        basis_stride (int): stride of F w.r.t. the input. Defaults to 4.
+        max_masks_per_img (int): training cap on the masks per image (a
+            random subset of the positives beyond it), to bound memory.
+        mask_thr (float): test-time binarisation threshold.
+        loss_mask (dict): per-pixel loss, weighted per positive by its
+            centerness target.
+    """
+
+    def __init__(self,
+                 basis_channels: int,
+                 attention: str = 'factored',
+                 num_bases: int = 4,
+                 attention_size: int = 14,
+                 attention_rank: int = 4,
+                 mask_size: int = 56,
+                 basis_stride: int = 4,
+                 max_masks_per_img: int = 200,
+                 mask_thr: float = 0.5,
+                 loss_mask: ConfigType = dict(
+                     type='CrossEntropyLoss',
+                     use_sigmoid=True,
+                     loss_weight=1.0),
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if attention not in ATTENTIONS:
+            raise ValueError(f'attention={attention!r}: expected one of '
+                             f'{ATTENTIONS}')
+        self.basis_channels = basis_channels
+        self.attention = attention
+        self.num_bases = num_bases
+        self.attention_size = attention_size
+        self.attention_rank = attention_rank
+        self.mask_size = mask_size
+        self.max_masks_per_img = max_masks_per_img
+        self.mask_thr = mask_thr
+        self.roi_align = RoIAlign(
+            output_size=mask_size,
+            spatial_scale=1.0 / basis_stride,
+            sampling_ratio=1,
+            aligned=True)
+        self.loss_mask = MODELS.build(loss_mask)
+        if attention == 'factored':
+            shape = (num_bases, attention_rank, attention_size)
+            # Unit-scale factors: the components u_kd^T v_kd (Fig. 5) start
+            # as distinct random patterns, weighted by s from the top layer.
+            self.attention_u = nn.Parameter(torch.randn(shape))
+            self.attention_v = nn.Parameter(torch.randn(shape))
+
+    @property
+    def embedding_channels(self) -> int:
+        """Length of the per-instance embedding e the dense head emits."""
+        if self.attention == 'vector':
+            return self.basis_channels
+        projection = self.basis_channels * self.num_bases
+        if self.attention == 'full':
+            return projection + self.num_bases * self.attention_size**2
+        return projection + self.num_bases * self.attention_rank
+
+    def factored_attention(self, factors: Tensor) -> Tensor:
+        """Eq. 8: Q_k = U_k^T diag(s_k) V_k.
+
+        Args:
+            factors (Tensor): s, (M, K, R).
+
+        Returns:
+            Tensor: Q, (M, K, S, S), S = attention_size.
+        """
+        return torch.einsum('kri,mkr,krj->mkij', self.attention_u, factors,
+                            self.attention_v)
+
+    def blend(self, crops: Tensor, embeddings: Tensor) -> Tensor:
+        """Merge each instance's cropped bases with its embedding.
+
+        Args:
+            crops (Tensor): R, (M, D, 56, 56).
+            embeddings (Tensor): e, (M, embedding_channels).
+
+        Returns:
+            Tensor: mask logits, (M, 56, 56).
+        """
+        if self.attention == 'vector':
+            return torch.einsum('mdhw,md->mhw', crops, embeddings)
+        num, dim, k = crops.size(0), self.basis_channels, self.num_bases
+        projection, attention = embeddings.split(
+            [dim * k, embeddings.size(1) - dim * k], dim=1)
+        bases = torch.einsum('mdhw,mkd->mkhw', crops,
+                             projection.view(num, k, dim))  # Eq. 7
+        if self.attention == 'full':
+            size = self.attention_size
+            attention = attention.view(num, k, size, size)
+        else:
+            attention = self.factored_attention(
+                attention.view(num, k, self.attention_rank))
+        attention = F.interpolate(
+            attention, size=crops.shape[-2:], mode='bilinear',
+            align_corners=False).softmax(dim=1)
+        return (bases * attention).sum(dim=1)
+
+    def forward(self, basis: Tensor, rois: Tensor,
+                embeddings: Tensor) -> Tensor:
+        """Mask logits of M instances.
+
+        Args:
+            basis (Tensor): F, (N, D, H/4, W/4).
+            rois (Tensor): (M, 5), [image index, x1, y1, x2, y2] in input
+                pixels.
+            embeddings (Tensor): (M, embedding_channels).
+
+        Returns:
+            Tensor: (M, mask_size, mask_size).
+        """
+        return self.blend(self.roi_align(basis, rois), embeddings)
+
+    def loss(self, basis: Tensor, positive_infos: InstanceList,
+             batch_gt_instances: InstanceList) -> dict:
+        """Mask loss on the positive locations of the dense head.
+
+        Each positive is cropped by the GT box it is assigned to; its target
+        is that GT mask cropped and resized to 56 x 56, and its per-pixel
+        loss is weighted by its centerness target and normalised by their
+        sum (BlendMask).
+        """
+        boxes, embeddings, targets, weights = [], [], [], []
+        for info, gt in zip(positive_infos, batch_gt_instances):
+            if len(info) > self.max_masks_per_img:
+                info = info[torch.randperm(
+                    len(info), device=basis.device)[:self.max_masks_per_img]]
+            gt_inds = info.pos_assigned_gt_inds
+            boxes.append(gt.bboxes[gt_inds])
+            embeddings.append(info.param_preds)
+            targets.append(
+                gt.masks.crop_and_resize(
+                    gt.bboxes[gt_inds], (self.mask_size, ) * 2,
+                    gt_inds.cpu().numpy(), device=basis.device).to_tensor(
+                        dtype=basis.dtype, device=basis.device))
+            weights.append(info.centerness_targets)
+        weights = torch.cat(weights)
+        if weights.numel() == 0:
+            # Keep every parameter in the graph so DDP sees them all.
+            zero = basis.sum() * 0 + sum(p.sum() for p in self.parameters()) * 0
+            return dict(loss_mask=zero)
+        logits = self(basis, bbox2roi(boxes), torch.cat(embeddings))
+        pixels = logits[0].numel()
+        avg_factor = reduce_mean(weights.sum().detach()).clamp(min=1e-6)
+        loss_mask = self.loss_mask(
+            logits,
+            torch.cat(targets),
+            weight=weights[:, None, None].expand_as(logits),
+            avg_factor=avg_factor * pixels)
+        return dict(loss_mask=loss_mask)
+
+    def predict(self, basis: Tensor, results_list: InstanceList,
+                batch_img_metas: List[dict],
+                rescale: bool = True) -> InstanceList:
+        """Masks of the detections, pasted at the original image size.
+
+        Args:
+            basis (Tensor): F, (N, D, H/4, W/4).
+            results_list (list[InstanceData]): per image, the detections with
+                ``bboxes`` in input pixels and ``param_preds`` embeddings.
+            batch_img_metas (list[dict]): with ``ori_shape``, ``img_shape``
+                and ``scale_factor``.
+            rescale (bool): boxes and masks at the original image size
+                (True) or at the network input size.
+
+        Returns:
+            list[InstanceData]: ``bboxes``, ``scores``, ``labels`` and bool
+            ``masks`` (n, H, W) per image, as mmdet's instance models return.
+        """
+        rois = bbox2roi([results.bboxes for results in results_list])
+        embeddings = torch.cat([r.param_preds for r in results_list])
+        if rois.numel():
+            probs = self(basis, rois, embeddings).sigmoid()
+        else:
+            probs = basis.new_zeros((0, self.mask_size, self.mask_size))
+        outputs = []
+        for results, img_probs, meta in zip(
+                results_list, probs.split([len(r) for r in results_list]),
+                batch_img_metas):
+            bboxes = results.bboxes
+            img_h, img_w = meta['img_shape'][:2]
+            if rescale:
+                bboxes = scale_boxes(bboxes,
+                                     [1 / s for s in meta['scale_factor']])
+                img_h, img_w = meta['ori_shape'][:2]
+            outputs.append(
+                InstanceData(
+                    bboxes=bboxes,
+                    scores=results.scores,
+                    labels=results.labels,
+                    masks=self.paste_masks(img_probs, bboxes, (img_h, img_w))))
+        return outputs
+
+    def paste_masks(self, probs: Tensor, bboxes: Tensor,
+                    img_shape: Tuple[int, int]) -> Tensor:
+        """Paste (n, 56, 56) probabilities into (n, H, W) bool masks."""
+        img_h, img_w = img_shape
+        if len(probs) == 0:
+            return probs.new_zeros((0, img_h, img_w), dtype=torch.bool)
+        chunk = max(1, PASTE_CHUNK_PIXELS // (img_h * img_w))
+        masks = [
+            _do_paste_mask(p[:, None], b, img_h, img_w, skip_empty=False)[0]
+            >= self.mask_thr
+            for p, b in zip(probs.split(chunk), bboxes.split(chunk))
+        ]
+        return torch.cat(masks)

@@ -1,0 +1,242 @@
+"""The unified panoptic layer of DR1Mask (Sec. 3.3, Eq. 9).
+
+One 1x1 convolution turns the basis F (D channels, stride 4) into panoptic
+logits ``Y = W^T F`` with ``W = [W_stuff ; W_thing]``: the first C_stuff
+columns are static parameters, the thing columns are the instances' own
+embeddings. In training, each GT instance's column is the mean embedding of
+the positive locations assigned to it (``e_c = sum_n e_n / N_c``); at test
+time, the embeddings of the detections kept by NMS. A pixel's argmax is a
+stuff class or one instance: the panoptic segmentation, with no fusion step.
+"""
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmengine.structures import InstanceData, PixelData
+from torch import Tensor
+
+from mmdet.evaluation.functional import INSTANCE_OFFSET
+from mmdet.registry import MODELS
+from mmdet.structures import SampleList
+from mmdet.utils import InstanceList
+
+IGNORE_INDEX = 255
+
+
+@MODELS.register_module()
+class UnifiedPanopticLayer(BaseModule):
+    """Panoptic logits over [stuff classes ; instances] from the basis.
+
+    Args:
+        num_things (int): thing classes (labels 0..num_things - 1).
+        num_stuff (int): stuff classes (labels num_things..); 53 on COCO.
+        basis_channels (int): D. The instance embeddings must have D
+            channels, i.e. the instance module uses vector attention
+            (position-sensitive attention hurts stuff: Table 7).
+        basis_stride (int): stride of F w.r.t. the input. Defaults to 4.
+        loss_weight (float): weight of the per-pixel cross entropy.
+        score_thr (float): detections below it get no thing channel.
+        stuff_area_thr (int): stuff segments smaller than this (pixels at
+            the original size) become void.
+        suppress_outside_box (bool): an instance cannot take pixels outside
+            its own box.
+    """
+
+    def __init__(self,
+                 num_things: int,
+                 num_stuff: int,
+                 basis_channels: int,
+                 basis_stride: int = 4,
+                 loss_weight: float = 1.0,
+                 score_thr: float = 0.4,
+                 stuff_area_thr: int = 4096,
+                 suppress_outside_box: bool = True,
+                 init_cfg=dict(type='Normal', layer='Conv2d', std=0.01)
+                 ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.num_things = num_things
+        self.num_stuff = num_stuff
+        self.basis_channels = basis_channels
+        self.basis_stride = basis_stride
+        self.loss_weight = loss_weight
+        self.score_thr = score_thr
+        self.stuff_area_thr = stuff_area_thr
+        self.suppress_outside_box = suppress_outside_box
+        self.stuff_conv = nn.Conv2d(basis_channels, num_stuff, 1)
+
+    def logits(self, basis: Tensor, thing_weights: Tensor) -> Tensor:
+        """Y = W^T F for one image.
+
+        Args:
+            basis (Tensor): F, (D, h, w).
+            thing_weights (Tensor): W_thing, (n, D).
+
+        Returns:
+            Tensor: (num_stuff + n, h, w).
+        """
+        stuff = self.stuff_conv(basis[None])[0]
+        things = torch.einsum('nd,dhw->nhw', thing_weights, basis)
+        return torch.cat([stuff, things])
+
+    def _check_embeddings(self, embeddings: Tensor) -> None:
+        if embeddings.size(-1) != self.basis_channels:
+            raise ValueError(
+                f'UnifiedPanopticLayer needs {self.basis_channels}-channel '
+                f'(vector) instance embeddings, got {embeddings.size(-1)}: '
+                "use the instance module's attention='vector'")
+
+    @staticmethod
+    def mean_embeddings(positive_info: InstanceData,
+                        num_gts: int) -> Tuple[Tensor, Tensor]:
+        """Eq. 9's columns: the mean embedding of each GT instance.
+
+        Returns:
+            tuple: ``means`` (num_gts, E) and ``has_positive`` (num_gts,)
+            bool; an instance with no positive location has no embedding.
+        """
+        embeddings = positive_info.param_preds
+        gt_inds = positive_info.pos_assigned_gt_inds
+        sums = embeddings.new_zeros((num_gts, embeddings.size(1)))
+        sums.index_add_(0, gt_inds, embeddings)
+        counts = torch.bincount(gt_inds, minlength=num_gts)
+        return sums / counts.clamp(min=1)[:, None].to(sums), counts > 0
+
+    def targets(self, sem_seg: Tensor, masks: Tensor,
+                has_positive: Tensor) -> Tensor:
+        """Channel index of every pixel of one image at the basis stride.
+
+        Args:
+            sem_seg (Tensor): (H, W) things 0..T-1, stuff T..T+S-1, 255
+                ignored (void), at the padded input size.
+            masks (Tensor): (n, H', W') bool GT instance masks.
+            has_positive (Tensor): (n,) bool.
+
+        Returns:
+            Tensor: (h, w) long: stuff ``c`` is channel ``c - T``, instance
+            ``j`` with a positive is channel ``S + (its rank among those)``;
+            void, crowd (thing pixels of no instance) and instances with no
+            positive are 255.
+        """
+        target = torch.full_like(sem_seg, IGNORE_INDEX, dtype=torch.long)
+        is_stuff = (sem_seg >= self.num_things) & (sem_seg != IGNORE_INDEX)
+        target[is_stuff] = sem_seg[is_stuff].long() - self.num_things
+        channel = torch.where(has_positive,
+                              self.num_stuff + has_positive.cumsum(0) - 1,
+                              IGNORE_INDEX)
+        if len(masks):
+            mask_h, mask_w = masks.shape[-2:]
+            covered = masks.any(0)
+            instance = masks.to(torch.uint8).argmax(0)
+            region = target[:mask_h, :mask_w]
+            region[covered] = channel[instance[covered]]
+        return target[::self.basis_stride, ::self.basis_stride]
+
+    def loss(self, basis: Tensor, positive_infos: InstanceList,
+             batch_data_samples: SampleList) -> dict:
+        """Per-pixel cross entropy over [stuff ; instances of the image]."""
+        losses, valid = [], []
+        for feat, info, sample in zip(basis, positive_infos,
+                                      batch_data_samples):
+            self._check_embeddings(info.param_preds)
+            gt = sample.gt_instances
+            means, has_positive = self.mean_embeddings(info, len(gt))
+            masks = gt.masks.to_tensor(torch.bool, basis.device)
+            target = self.targets(sample.gt_sem_seg.sem_seg[0].to(basis.device),
+                                  masks, has_positive)
+            target = target[:feat.size(1), :feat.size(2)]
+            logits = self.logits(feat[:, :target.size(0), :target.size(1)],
+                                 means[has_positive])
+            losses.append(
+                F.cross_entropy(
+                    logits[None], target[None], ignore_index=IGNORE_INDEX,
+                    reduction='sum'))
+            valid.append((target != IGNORE_INDEX).sum())
+        num_valid = torch.stack(valid).sum().clamp(min=1)
+        return dict(
+            loss_panoptic=self.loss_weight * torch.stack(losses).sum() /
+            num_valid)
+
+    def predict(self, basis: Tensor, results_list: InstanceList,
+                batch_img_metas: List[dict]) -> List[PixelData]:
+        """Panoptic segmentation of each image at its original size.
+
+        Args:
+            basis (Tensor): F, (N, D, h, w).
+            results_list (list[InstanceData]): the detections of each image,
+                ``bboxes`` in input pixels, ``scores``, ``labels`` and
+                ``param_preds`` (their embeddings).
+            batch_img_metas (list[dict]): ``img_shape``, ``ori_shape``,
+                ``scale_factor``.
+
+        Returns:
+            list[PixelData]: ``sem_seg`` (1, H, W) int64 ids in mmdet's
+            format: stuff ``label``, instance ``k`` (1-based, in score order)
+            ``label + k * INSTANCE_OFFSET``, void ``num_things + num_stuff``.
+        """
+        return [
+            self._predict_single(feat, results, meta)
+            for feat, results, meta in zip(basis, results_list,
+                                           batch_img_metas)
+        ]
+
+    def _predict_single(self, basis: Tensor, results: InstanceData,
+                        img_meta: dict) -> PixelData:
+        results = results[results.scores >= self.score_thr]
+        self._check_embeddings(results.param_preds)
+        img_h, img_w = img_meta['img_shape'][:2]
+        stride = self.basis_stride
+        # Drop the padding before anything is resized.
+        logits = self.logits(
+            basis[:, :-(-img_h // stride), :-(-img_w // stride)],
+            results.param_preds)
+        return self.postprocess(logits, results, img_meta)
+
+    def postprocess(self, logits: Tensor, results: InstanceData,
+                    img_meta: dict) -> PixelData:
+        """Panoptic ids from logits, as one batched tensor computation.
+
+        Args:
+            logits (Tensor): (num_stuff + n, h, w) over the unpadded image
+                at the basis stride.
+            results (InstanceData): the n instances of the thing channels,
+                with ``labels`` and ``bboxes`` (input pixels).
+            img_meta (dict): ``img_shape`` and ``ori_shape``.
+
+        Returns:
+            PixelData: ``sem_seg`` (1, H, W) at ``ori_shape``: instance
+            ``k`` (1-based channel order) is ``label + k * INSTANCE_OFFSET``,
+            stuff its bare label, void ``num_things + num_stuff``.
+        """
+        img_h, img_w = img_meta['img_shape'][:2]
+        ori_h, ori_w = img_meta['ori_shape'][:2]
+        logits = F.interpolate(
+            logits[None], size=(ori_h, ori_w), mode='bilinear',
+            align_corners=False)[0]
+        if self.suppress_outside_box and len(results):
+            scale = results.bboxes.new_tensor(
+                [ori_w / img_w, ori_h / img_h] * 2)
+            outside = ~self._inside_boxes(results.bboxes * scale,
+                                          (ori_h, ori_w))
+            logits[self.num_stuff:].masked_fill_(outside, float('-inf'))
+        channel = logits.argmax(0)
+
+        void = self.num_things + self.num_stuff
+        stuff_area = torch.bincount(
+            channel.flatten(), minlength=logits.size(0))[:self.num_stuff]
+        stuff_ids = torch.arange(self.num_things, void, device=channel.device)
+        stuff_ids[stuff_area < self.stuff_area_thr] = void
+        instance_ids = results.labels + INSTANCE_OFFSET * torch.arange(
+            1, len(results) + 1, device=channel.device)
+        ids = torch.cat([stuff_ids, instance_ids])[channel]
+        return PixelData(sem_seg=ids[None])
+
+    @staticmethod
+    def _inside_boxes(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
+        """(n, H, W) bool: pixel centres inside each (x1, y1, x2, y2) box."""
+        ys = torch.arange(size[0], device=boxes.device) + 0.5
+        xs = torch.arange(size[1], device=boxes.device) + 0.5
+        inside_y = (ys >= boxes[:, 1:2]) & (ys <= boxes[:, 3:4])
+        inside_x = (xs >= boxes[:, 0:1]) & (xs <= boxes[:, 2:3])
+        return inside_y[:, :, None] & inside_x[:, None, :]

@@ -1,0 +1,149 @@
+"""DR1Mask end to end on small inputs: losses, gradients, predictions."""
+import pytest
+import torch
+
+from mmdet.evaluation.functional import INSTANCE_OFFSET
+
+from conftest import (NUM_STUFF, NUM_THINGS, build_model, make_sample,
+                      preprocess, small_model_cfg)
+
+MANY_BOXES = [[4, 4, 40, 30], [20, 10, 60, 62], [50, 36, 90, 70],
+              [0, 0, 96, 80], [70, 2, 94, 20]]
+MANY_LABELS = [0, 1, 2, 3, 1]
+EXPECTED_LOSSES = {
+    'loss_cls', 'loss_bbox', 'loss_centerness', 'loss_mask',
+    'loss_aux_semantic', 'loss_panoptic'
+}
+
+
+def compute_losses(model, specs):
+    images, samples = zip(*[make_sample(**spec) for spec in specs])
+    data = preprocess(model, list(images), list(samples), training=True)
+    return model.loss(data['inputs'], data['data_samples'])
+
+
+def unreached_parameters(model, loss):
+    model.zero_grad()
+    loss.backward()
+    return [
+        name for name, p in model.named_parameters()
+        if p.requires_grad and p.grad is None
+    ]
+
+
+@pytest.mark.parametrize('attention', ['vector', 'full', 'factored'])
+def test_loss_without_instances(attention):
+    """Only the classification losses are non-zero, and every parameter is
+    still reached, so DDP cannot hang on an image with no instance."""
+    panoptic = attention == 'vector'
+    model = build_model(small_model_cfg(panoptic, attention))
+    losses = compute_losses(
+        model, [dict(img_hw=(64, 76), boxes=[], labels=[], stuff_label=255)])
+    assert set(losses) == EXPECTED_LOSSES - (
+        set() if panoptic else {'loss_panoptic'})
+    assert losses['loss_cls'] > 0
+    assert losses['loss_aux_semantic'] > 0
+    for name in set(losses) - {'loss_cls', 'loss_aux_semantic'}:
+        assert losses[name].item() == 0, name
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    assert unreached_parameters(model, total) == []
+
+
+@pytest.mark.parametrize('attention', ['vector', 'full', 'factored'])
+@pytest.mark.parametrize('boxes,labels', [([[10, 8, 50, 40]], [2]),
+                                          (MANY_BOXES, MANY_LABELS)])
+def test_loss_with_instances(attention, boxes, labels):
+    panoptic = attention == 'vector'
+    model = build_model(small_model_cfg(panoptic, attention))
+    losses = compute_losses(model, [
+        dict(img_hw=(84, 100), boxes=boxes, labels=labels),
+        dict(img_hw=(60, 72), boxes=[[5, 5, 30, 40]], labels=[0],
+             stuff_label=NUM_THINGS + 2),
+    ])
+    for name, value in losses.items():
+        assert torch.isfinite(value), name
+        assert value > 0, name
+    assert unreached_parameters(model, sum(losses.values())) == []
+
+
+@pytest.mark.parametrize('attention', ['vector', 'full', 'factored'])
+def test_one_training_step_lowers_the_loss_on_the_same_batch(attention):
+    """Each attention mode trains: a few SGD steps on one batch fit it."""
+    model = build_model(small_model_cfg(False, attention))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    spec = [dict(img_hw=(64, 64), boxes=[[8, 8, 40, 48]], labels=[1])]
+    torch.manual_seed(1)
+    images, samples = zip(*[make_sample(**s) for s in spec])
+    data = preprocess(model, list(images), list(samples), training=True)
+    history = []
+    for _ in range(4):
+        losses = model.loss(data['inputs'], data['data_samples'])
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append(losses['loss_mask'].item())
+    assert history[-1] < history[0]
+
+
+def predict(model, specs, rescale=True):
+    images, samples = zip(*[make_sample(**spec) for spec in specs])
+    data = preprocess(model, list(images), list(samples), training=False)
+    model.eval()
+    with torch.no_grad():
+        return model.predict(data['inputs'], data['data_samples'], rescale)
+
+
+PREDICT_SPECS = [
+    dict(img_hw=(70, 90), boxes=MANY_BOXES[:2], labels=[0, 1], scale=0.5),
+    dict(img_hw=(64, 52), boxes=[[4, 4, 30, 30]], labels=[3], scale=1.25),
+]
+
+
+def test_predict_returns_original_size_outputs():
+    model = build_model(small_model_cfg(panoptic=True))
+    results = predict(model, PREDICT_SPECS)
+    for result in results:
+        ori_h, ori_w = result.ori_shape
+        instances = result.pred_instances
+        assert len(instances) > 0
+        assert instances.masks.dtype == torch.bool
+        assert tuple(instances.masks.shape[-2:]) == (ori_h, ori_w)
+        assert instances.bboxes[:, [0, 2]].max() <= ori_w + 1e-3
+        assert instances.bboxes[:, [1, 3]].max() <= ori_h + 1e-3
+        assert tuple(result.pred_panoptic_seg.sem_seg.shape) == (1, ori_h,
+                                                                 ori_w)
+
+
+def test_predict_boxes_are_rescaled_by_the_scale_factor():
+    model = build_model(small_model_cfg(panoptic=False))
+    at_input = predict(model, PREDICT_SPECS, rescale=False)
+    at_original = predict(model, PREDICT_SPECS, rescale=True)
+    for spec, small, big in zip(PREDICT_SPECS, at_input, at_original):
+        torch.testing.assert_close(big.pred_instances.bboxes,
+                                   small.pred_instances.bboxes / spec['scale'])
+        assert tuple(small.pred_instances.masks.shape[-2:]) == spec['img_hw']
+
+
+def test_panoptic_ids_decode_to_valid_classes():
+    model = build_model(small_model_cfg(panoptic=True))
+    void = NUM_THINGS + NUM_STUFF
+    for result in predict(model, PREDICT_SPECS):
+        ids = result.pred_panoptic_seg.sem_seg.unique()
+        things = ids[ids >= INSTANCE_OFFSET]
+        stuff = ids[ids < INSTANCE_OFFSET]
+        assert ((things % INSTANCE_OFFSET) < NUM_THINGS).all()
+        assert ((stuff >= NUM_THINGS) & (stuff <= void)).all()
+        assert len(things) > 0
+        instance_numbers = things // INSTANCE_OFFSET
+        assert len(instance_numbers.unique()) == len(instance_numbers)
+        assert instance_numbers.max() <= len(result.pred_instances)
+
+
+def test_tensor_mode_needs_no_ground_truth():
+    model = build_model(small_model_cfg(panoptic=True))
+    outputs = model(torch.rand(2, 3, 68, 92), mode='tensor')
+    cls_scores, _, _, embeddings, contexts, basis = outputs
+    assert len(cls_scores) == len(embeddings) == len(contexts) == 5
+    assert basis.shape == (2, model.basis.channels, 17, 23)

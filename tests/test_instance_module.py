@@ -1,0 +1,68 @@
+"""The instance prediction module: the three blenders of Table 4."""
+import pytest
+import torch
+
+from projects.dr1mask.instance_module import InstancePredictionModule
+
+D, K, S, R = 8, 4, 14, 4
+
+
+def test_factored_attention_is_eq8():
+    """Q_k = U_k^T diag(s_k) V_k, rebuilt explicitly for every instance."""
+    module = InstancePredictionModule(D, attention='factored')
+    factors = torch.randn(3, K, R)
+    q = module.factored_attention(factors)
+    assert q.shape == (3, K, S, S)
+    for m in range(3):
+        for k in range(K):
+            expected = (module.attention_u[k].T @ torch.diag(factors[m, k])
+                        @ module.attention_v[k])
+            torch.testing.assert_close(q[m, k], expected)
+
+
+def test_factored_embedding_is_16_attention_numbers():
+    factored = InstancePredictionModule(D, attention='factored')
+    full = InstancePredictionModule(D, attention='full')
+    assert factored.embedding_channels - D * K == 16
+    assert full.embedding_channels - D * K == 784
+    assert InstancePredictionModule(D, attention='vector') \
+        .embedding_channels == D
+
+
+def test_vector_blend_is_a_channel_weighted_sum():
+    module = InstancePredictionModule(D, attention='vector')
+    crops, e = torch.randn(2, D, 56, 56), torch.randn(2, D)
+    expected = (crops * e[:, :, None, None]).sum(1)
+    torch.testing.assert_close(module.blend(crops, e), expected)
+
+
+@pytest.mark.parametrize('attention', ['full', 'factored'])
+def test_attention_blend_projects_then_weighs_with_softmax(attention):
+    module = InstancePredictionModule(D, attention=attention)
+    crops = torch.randn(2, D, 56, 56)
+    e = torch.randn(2, module.embedding_channels)
+    t = e[:, :D * K].view(2, K, D)
+    bases = torch.einsum('mdhw,mkd->mkhw', crops, t)
+    if attention == 'full':
+        q = e[:, D * K:].view(2, K, S, S)
+    else:
+        q = module.factored_attention(e[:, D * K:].view(2, K, R))
+    q = torch.nn.functional.interpolate(q, size=(56, 56), mode='bilinear')
+    expected = (bases * q.softmax(1)).sum(1)
+    torch.testing.assert_close(module.blend(crops, e), expected)
+
+
+def test_crops_follow_the_box_at_stride_4():
+    """A box over the basis' right half sees only that half's values."""
+    module = InstancePredictionModule(1, attention='vector')
+    basis = torch.zeros(1, 1, 20, 20)
+    basis[..., 10:] = 1.0
+    rois = torch.tensor([[0, 44., 0., 80., 80.], [0, 0., 0., 30., 80.]])
+    logits = module(basis, rois, torch.ones(2, 1))
+    assert torch.allclose(logits[0], torch.ones(56, 56), atol=1e-5)
+    assert logits[1].abs().max() < 1e-6
+
+
+def test_unknown_attention_is_named_in_the_error():
+    with pytest.raises(ValueError, match="attention='vectr'"):
+        InstancePredictionModule(D, attention='vectr')

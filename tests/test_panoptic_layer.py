@@ -1,0 +1,111 @@
+"""The unified panoptic layer on small handmade examples."""
+import torch
+from mmengine.structures import InstanceData
+
+from mmdet.evaluation.functional import INSTANCE_OFFSET
+
+from projects.dr1mask.panoptic_layer import IGNORE_INDEX, UnifiedPanopticLayer
+
+T, S, D = 2, 2, 3  # things 0, 1; stuff 2, 3
+X = IGNORE_INDEX
+
+
+def layer(**kwargs) -> UnifiedPanopticLayer:
+    defaults = dict(basis_stride=1, stuff_area_thr=0,
+                    suppress_outside_box=False)
+    return UnifiedPanopticLayer(T, S, D, **{**defaults, **kwargs})
+
+
+def test_targets_order_channels_and_ignore_what_cannot_be_learned():
+    sem_seg = torch.tensor([
+        [2, 2, 3, 3],
+        [0, 0, 1, 1],
+        [1, 1, X, 3],
+        [0, 0, 2, 2],  # thing pixels of no instance: a crowd region
+    ])
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, 1, :2] = True  # instance 0, label 0
+    masks[1, 1, 2:] = True  # instance 1, no positive location
+    masks[2, 2, :2] = True  # instance 2, label 1
+    has_positive = torch.tensor([True, False, True])
+    target = layer().targets(sem_seg, masks, has_positive)
+    assert target.tolist() == [
+        [0, 0, 1, 1],
+        [S + 0, S + 0, X, X],
+        [S + 1, S + 1, X, 1],
+        [X, X, 0, 0],
+    ]
+
+
+def test_targets_sample_at_the_basis_stride():
+    sem_seg = torch.full((8, 8), 2)
+    sem_seg[4:, 4:] = 3
+    target = layer(basis_stride=4).targets(sem_seg, torch.zeros(0, 8, 8,
+                                                                dtype=bool),
+                                           torch.zeros(0, dtype=bool))
+    assert target.tolist() == [[0, 0], [0, 1]]
+
+
+def test_thing_weights_are_the_mean_positive_embedding():
+    info = InstanceData(
+        param_preds=torch.tensor([[1., 0, 0], [3., 2, 0], [0, 0, 5.]]),
+        pos_assigned_gt_inds=torch.tensor([0, 0, 2]))
+    means, has_positive = UnifiedPanopticLayer.mean_embeddings(info, 3)
+    assert has_positive.tolist() == [True, False, True]
+    torch.testing.assert_close(
+        means, torch.tensor([[2., 1, 0], [0, 0, 0], [0, 0, 5.]]))
+
+
+def test_logits_are_w_transpose_f():
+    panoptic = layer()
+    basis = torch.randn(D, 5, 6)
+    thing_weights = torch.randn(2, D)
+    logits = panoptic.logits(basis, thing_weights)
+    stuff = torch.einsum('sd,dhw->shw', panoptic.stuff_conv.weight[:, :, 0, 0],
+                         basis) + panoptic.stuff_conv.bias[:, None, None]
+    torch.testing.assert_close(logits[:S], stuff)
+    torch.testing.assert_close(logits[S:],
+                               torch.einsum('nd,dhw->nhw', thing_weights,
+                                            basis))
+
+
+def one_hot_logits(channels: torch.Tensor, num: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(channels, num).permute(2, 0, 1).float()
+
+
+def test_ids_follow_mmdet_format():
+    channels = torch.tensor([[0, 0, 2, 2], [1, 1, 3, 3], [1, 1, 3, 3]])
+    results = InstanceData(labels=torch.tensor([1, 0]),
+                           bboxes=torch.tensor([[0., 0, 4, 3]] * 2))
+    meta = dict(img_shape=(3, 4), ori_shape=(3, 4))
+    pan = layer().postprocess(one_hot_logits(channels, S + 2), results, meta)
+    assert pan.sem_seg.shape == (1, 3, 4)
+    assert pan.sem_seg[0].tolist() == [
+        [2, 2, 1 + INSTANCE_OFFSET, 1 + INSTANCE_OFFSET],
+        [3, 3, 0 + 2 * INSTANCE_OFFSET, 0 + 2 * INSTANCE_OFFSET],
+        [3, 3, 0 + 2 * INSTANCE_OFFSET, 0 + 2 * INSTANCE_OFFSET],
+    ]
+
+
+def test_small_stuff_becomes_void_and_things_stay_in_their_box():
+    channels = torch.tensor([[0, 1, 2, 2], [0, 0, 2, 2]])
+    results = InstanceData(labels=torch.tensor([1]),
+                           bboxes=torch.tensor([[3., 0, 4, 2]]))
+    meta = dict(img_shape=(2, 4), ori_shape=(2, 4))
+    pan = layer(stuff_area_thr=2, suppress_outside_box=True).postprocess(
+        one_hot_logits(channels, S + 1), results, meta)
+    void = T + S
+    thing = 1 + INSTANCE_OFFSET
+    # Column 2 lies outside the box: its pixels fall back to stuff 0.
+    assert pan.sem_seg[0].tolist() == [[2, void, 2, thing], [2, 2, 2, thing]]
+
+
+def test_postprocess_resizes_to_the_original_size():
+    logits = torch.zeros(S, 3, 5)
+    logits[1, :, 3:] = 1
+    pan = layer().postprocess(logits, InstanceData(
+        labels=torch.zeros(0, dtype=torch.long),
+        bboxes=torch.zeros(0, 4)), dict(img_shape=(3, 5), ori_shape=(6, 10)))
+    assert pan.sem_seg.shape == (1, 6, 10)
+    assert (pan.sem_seg[0, :, :5] == 2).all()
+    assert (pan.sem_seg[0, :, 5:] == 3).all()
