@@ -83,18 +83,26 @@ def test_on_mmdet_resnet_fpn(height, width):
     assert out.shape == (2, 16, height // 4, width // 4)
 
 
-def test_matches_eq6_written_out():
-    basis = small_basis()
+def bilinear(x, size):
+    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+
+
+@pytest.mark.parametrize('aligned,upsample', [(True, aligned_upsample),
+                                              (False, bilinear)])
+def test_matches_eq6_written_out(aligned, upsample):
+    """Eq. 6 level by level; aligned=False swaps in plain bilinear
+    upsampling (the Table 5 baselines)."""
+    basis = small_basis(aligned=aligned)
     feats, contexts = random_pyramid(basis, 2, 44, 36)
     c = basis.channels
     f = 0
     for level in reversed(range(5)):
         x = basis.lateral_convs[level](feats[level])
         if level < 4:
-            x = x + aligned_upsample(f, x.shape[-2:])
+            x = x + upsample(f, x.shape[-2:])
         a, b = contexts[level][:, :c], contexts[level][:, c:]
         f = basis.dr1_convs[level](x, a, b)
-    expected = aligned_upsample(f, (11, 9))
+    expected = upsample(f, (11, 9))
     torch.testing.assert_close(basis(feats, contexts, (11, 9)), expected)
 
 

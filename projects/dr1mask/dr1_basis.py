@@ -93,7 +93,9 @@ class DR1Basis(BaseModule):
       segmentation (Table 6; 32 suffices for instances).
 
     ``use_a=False, use_b=False`` gives the "w/o A, B" baseline of Tables 1
-    and 2, a plain FPN-like basis that needs no contexts.
+    and 2, a plain FPN-like basis that needs no contexts. ``aligned=False``
+    upsamples with plain bilinear interpolation to the finer size instead,
+    the baselines of Table 5 (inputs padded to 32 or 128).
 
     Args:
         in_channels (int): Channels of the FPN levels. Defaults to 256.
@@ -105,6 +107,7 @@ class DR1Basis(BaseModule):
             the toy set).
         use_a (bool): Use the input factors A. Defaults to True.
         use_b (bool): Use the output factors B. Defaults to True.
+        aligned (bool): Aligned upsampling (Table 5). Defaults to True.
         norm_cfg (dict): Norm after each DR1Conv's ``* B``. Defaults to
             ``dict(type='GN', num_groups=8, requires_grad=True)``.
         act_cfg (dict): Activation after the norm. Defaults to ReLU.
@@ -119,6 +122,7 @@ class DR1Basis(BaseModule):
                  context_act: str = 'one_plus_tanh',
                  use_a: bool = True,
                  use_b: bool = True,
+                 aligned: bool = True,
                  norm_cfg: ConfigType = dict(
                      type='GN', num_groups=8, requires_grad=True),
                  act_cfg: ConfigType = dict(type='ReLU', inplace=True),
@@ -130,6 +134,7 @@ class DR1Basis(BaseModule):
         self.num_levels = num_levels
         self.use_a = use_a
         self.use_b = use_b
+        self.aligned = aligned
         self.lateral_convs = nn.ModuleList(
             nn.Conv2d(in_channels, channels, 3, padding=1)
             for _ in range(num_levels))
@@ -190,11 +195,17 @@ class DR1Basis(BaseModule):
             if f is not None:
                 # The lateral output is a fresh tensor whose backward keeps
                 # only its input, so the sum may reuse its buffer.
-                x.add_(aligned_upsample(f, x.shape[-2:]))
+                x.add_(self._upsample(f, x.shape[-2:]))
             a, b = self._split_context(contexts, level, x)
             f = self.dr1_convs[level](x, a, b)
         h, w = f.shape[-2:]
-        return aligned_upsample(f, out_size or (2 * h, 2 * w))
+        return self._upsample(f, out_size or (2 * h, 2 * w))
+
+    def _upsample(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
+        if self.aligned:
+            return aligned_upsample(x, size)
+        return F.interpolate(
+            x, size=size, mode='bilinear', align_corners=False)
 
     def _split_context(
         self, contexts: Optional[Sequence[Tensor]], level: int, x: Tensor
