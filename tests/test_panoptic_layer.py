@@ -109,3 +109,23 @@ def test_postprocess_resizes_to_the_original_size():
     assert pan.sem_seg.shape == (1, 6, 10)
     assert (pan.sem_seg[0, :, :5] == 2).all()
     assert (pan.sem_seg[0, :, 5:] == 3).all()
+
+
+def test_mask_nms_drops_a_lower_scored_duplicate():
+    """Instance 2 (lower score) covers instance 1's pixels and more, with
+    higher logits: without mask NMS it takes the object, with it instance 1
+    keeps it and instance 2 gets nothing."""
+    logits = torch.zeros(S + 2, 1, 4)
+    logits[0] = 1.0  # stuff 0 everywhere, beaten where an instance is > 1
+    logits[S, 0, :3] = 2.0
+    logits[S + 1, 0, :] = 3.0
+    results = InstanceData(labels=torch.tensor([0, 0]),
+                           bboxes=torch.tensor([[0., 0, 4, 1]] * 2))
+    meta = dict(img_shape=(1, 4), ori_shape=(1, 4))
+    first, second = INSTANCE_OFFSET, 2 * INSTANCE_OFFSET
+    kept_both = layer(mask_nms_thr=1.0).postprocess(logits.clone(), results,
+                                                    meta)
+    assert kept_both.sem_seg[0, 0].tolist() == [second] * 4
+    deduplicated = layer(mask_nms_thr=0.5).postprocess(logits.clone(), results,
+                                                       meta)
+    assert deduplicated.sem_seg[0, 0].tolist() == [first] * 3 + [2]

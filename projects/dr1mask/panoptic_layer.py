@@ -42,6 +42,10 @@ class UnifiedPanopticLayer(BaseModule):
             the original size) become void.
         suppress_outside_box (bool): an instance cannot take pixels outside
             its own box.
+        mask_nms_thr (float): an instance whose own mask (the pixels where it
+            beats every stuff class) overlaps the own mask of a higher-scored
+            instance with IoU above this gets no pixel: duplicates of one
+            object would otherwise split it. 1 disables it.
     """
 
     def __init__(self,
@@ -53,6 +57,7 @@ class UnifiedPanopticLayer(BaseModule):
                  score_thr: float = 0.4,
                  stuff_area_thr: int = 4096,
                  suppress_outside_box: bool = True,
+                 mask_nms_thr: float = 0.5,
                  init_cfg=dict(type='Normal', layer='Conv2d', std=0.01)
                  ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -64,6 +69,7 @@ class UnifiedPanopticLayer(BaseModule):
         self.score_thr = score_thr
         self.stuff_area_thr = stuff_area_thr
         self.suppress_outside_box = suppress_outside_box
+        self.mask_nms_thr = mask_nms_thr
         self.stuff_conv = nn.Conv2d(basis_channels, num_stuff, 1)
 
     def logits(self, basis: Tensor, thing_weights: Tensor) -> Tensor:
@@ -201,7 +207,8 @@ class UnifiedPanopticLayer(BaseModule):
             logits (Tensor): (num_stuff + n, h, w) over the unpadded image
                 at the basis stride.
             results (InstanceData): the n instances of the thing channels,
-                with ``labels`` and ``bboxes`` (input pixels).
+                with ``labels`` and ``bboxes`` (input pixels), in descending
+                score order.
             img_meta (dict): ``img_shape`` and ``ori_shape``.
 
         Returns:
@@ -220,6 +227,9 @@ class UnifiedPanopticLayer(BaseModule):
             outside = ~self._inside_boxes(results.bboxes * scale,
                                           (ori_h, ori_w))
             logits[self.num_stuff:].masked_fill_(outside, float('-inf'))
+        if self.mask_nms_thr < 1 and len(results) > 1:
+            duplicate = self._duplicates(logits)
+            logits[self.num_stuff:][duplicate] = float('-inf')
         channel = logits.argmax(0)
 
         void = self.num_things + self.num_stuff
@@ -231,6 +241,18 @@ class UnifiedPanopticLayer(BaseModule):
             1, len(results) + 1, device=channel.device)
         ids = torch.cat([stuff_ids, instance_ids])[channel]
         return PixelData(sem_seg=ids[None])
+
+    def _duplicates(self, logits: Tensor) -> Tensor:
+        """(n,) bool: instances whose own mask overlaps that of an earlier
+        (higher-scored) one with IoU > ``mask_nms_thr``, by one matrix
+        product over all pairs."""
+        stuff, things = logits[:self.num_stuff], logits[self.num_stuff:]
+        own = (things > stuff.amax(0)).flatten(1).float()
+        intersection = own @ own.T
+        area = own.sum(1)
+        iou = intersection / (area[:, None] + area[None] - intersection).clamp(
+            min=1)
+        return (iou.triu(diagonal=1) > self.mask_nms_thr).any(0)
 
     @staticmethod
     def _inside_boxes(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
