@@ -218,18 +218,22 @@ class UnifiedPanopticLayer(BaseModule):
         """
         img_h, img_w = img_meta['img_shape'][:2]
         ori_h, ori_w = img_meta['ori_shape'][:2]
+        # Duplicates are found at the basis stride: 16x fewer pixels.
+        duplicate = self._duplicates(logits, results.bboxes /
+                                     self.basis_stride) \
+            if self.mask_nms_thr < 1 and len(results) > 1 else None
         logits = F.interpolate(
             logits[None], size=(ori_h, ori_w), mode='bilinear',
             align_corners=False)[0]
+        things = logits[self.num_stuff:]
         if self.suppress_outside_box and len(results):
             scale = results.bboxes.new_tensor(
                 [ori_w / img_w, ori_h / img_h] * 2)
-            outside = ~self._inside_boxes(results.bboxes * scale,
-                                          (ori_h, ori_w))
-            logits[self.num_stuff:].masked_fill_(outside, float('-inf'))
-        if self.mask_nms_thr < 1 and len(results) > 1:
-            duplicate = self._duplicates(logits)
-            logits[self.num_stuff:][duplicate] = float('-inf')
+            things.masked_fill_(
+                ~self._inside_boxes(results.bboxes * scale, (ori_h, ori_w)),
+                float('-inf'))
+        if duplicate is not None:
+            things[duplicate] = float('-inf')
         channel = logits.argmax(0)
 
         void = self.num_things + self.num_stuff
@@ -242,12 +246,19 @@ class UnifiedPanopticLayer(BaseModule):
         ids = torch.cat([stuff_ids, instance_ids])[channel]
         return PixelData(sem_seg=ids[None])
 
-    def _duplicates(self, logits: Tensor) -> Tensor:
+    def _duplicates(self, logits: Tensor, boxes: Tensor) -> Tensor:
         """(n,) bool: instances whose own mask overlaps that of an earlier
         (higher-scored) one with IoU > ``mask_nms_thr``, by one matrix
-        product over all pairs."""
+        product over all pairs.
+
+        Args:
+            logits (Tensor): (num_stuff + n, h, w).
+            boxes (Tensor): (n, 4) in the pixels of ``logits``.
+        """
         stuff, things = logits[:self.num_stuff], logits[self.num_stuff:]
-        own = (things > stuff.amax(0)).flatten(1).float()
+        own = (things > stuff.amax(0)) & self._inside_boxes(
+            boxes, logits.shape[-2:])
+        own = own.flatten(1).float()
         intersection = own @ own.T
         area = own.sum(1)
         iou = intersection / (area[:, None] + area[None] - intersection).clamp(
