@@ -66,3 +66,18 @@ def test_crops_follow_the_box_at_stride_4():
 def test_unknown_attention_is_named_in_the_error():
     with pytest.raises(ValueError, match="attention='vectr'"):
         InstancePredictionModule(D, attention='vectr')
+
+
+def test_vector_mode_blends_before_cropping_with_the_same_result():
+    """RoIAlign is linear per channel: cropping one blended map per instance
+    equals blending its D cropped channels."""
+    module = InstancePredictionModule(D, attention='vector')
+    basis = torch.randn(2, D, 16, 20, requires_grad=True)
+    rois = torch.tensor([[1, 4., 8., 50., 40.], [0, 0., 0., 79., 63.],
+                         [1, 30., 2., 44., 60.]])
+    e = torch.randn(3, D)
+    expected = module.blend(module.roi_align(basis, rois), e)
+    logits = module(basis, rois, e)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    logits.sum().backward()
+    assert basis.grad.abs().sum() > 0

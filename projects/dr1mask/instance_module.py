@@ -158,7 +158,19 @@ class InstancePredictionModule(BaseModule):
         Returns:
             Tensor: (M, mask_size, mask_size).
         """
-        return self.blend(self.roi_align(basis, rois), embeddings)
+        if self.attention != 'vector':
+            return self.blend(self.roi_align(basis, rois), embeddings)
+        # RoIAlign is linear in each channel, so the channel-weighted sum can
+        # come first: one map per instance is cropped instead of D.
+        image_ids = rois[:, 0].long()
+        maps = basis.new_empty((len(rois), *basis.shape[-2:]))
+        for i, feat in enumerate(basis):
+            selected = image_ids == i
+            maps[selected] = torch.einsum('md,dhw->mhw',
+                                          embeddings[selected], feat)
+        own_rois = torch.cat(
+            [torch.arange(len(rois)).to(rois)[:, None], rois[:, 1:]], dim=1)
+        return self.roi_align(maps[:, None], own_rois)[:, 0]
 
     def loss(self, basis: Tensor, positive_infos: InstanceList,
              batch_gt_instances: InstanceList) -> dict:

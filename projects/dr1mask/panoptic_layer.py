@@ -222,19 +222,24 @@ class UnifiedPanopticLayer(BaseModule):
         duplicate = self._duplicates(logits, results.bboxes /
                                      self.basis_stride) \
             if self.mask_nms_thr < 1 and len(results) > 1 else None
+        # Channels last: the argmax over classes then reads contiguous memory.
         logits = F.interpolate(
-            logits[None], size=(ori_h, ori_w), mode='bilinear',
-            align_corners=False)[0]
-        things = logits[self.num_stuff:]
+            logits[None].contiguous(memory_format=torch.channels_last),
+            size=(ori_h, ori_w), mode='bilinear',
+            align_corners=False)[0].permute(1, 2, 0)
+        things = logits[..., self.num_stuff:]
         if self.suppress_outside_box and len(results):
             scale = results.bboxes.new_tensor(
                 [ori_w / img_w, ori_h / img_h] * 2)
-            things.masked_fill_(
-                ~self._inside_boxes(results.bboxes * scale, (ori_h, ori_w)),
-                float('-inf'))
+            # -inf outside the box, as two broadcast penalties (H, 1, n)
+            # and (1, W, n) rather than an (H, W, n) mask.
+            inside_y, inside_x = self._inside_box_axes(
+                results.bboxes * scale, (ori_h, ori_w))
+            things.add_(self._penalty(inside_y)[:, None])
+            things.add_(self._penalty(inside_x)[None])
         if duplicate is not None:
-            things[duplicate] = float('-inf')
-        channel = logits.argmax(0)
+            things[..., duplicate] = float('-inf')
+        channel = logits.argmax(-1)
 
         void = self.num_things + self.num_stuff
         stuff_area = torch.bincount(
@@ -256,8 +261,9 @@ class UnifiedPanopticLayer(BaseModule):
             boxes (Tensor): (n, 4) in the pixels of ``logits``.
         """
         stuff, things = logits[:self.num_stuff], logits[self.num_stuff:]
-        own = (things > stuff.amax(0)) & self._inside_boxes(
-            boxes, logits.shape[-2:])
+        inside_y, inside_x = self._inside_box_axes(boxes, logits.shape[-2:])
+        own = (things > stuff.amax(0)) & inside_y.T[:, :, None] \
+            & inside_x.T[:, None, :]
         own = own.flatten(1).float()
         intersection = own @ own.T
         area = own.sum(1)
@@ -266,10 +272,16 @@ class UnifiedPanopticLayer(BaseModule):
         return (iou.triu(diagonal=1) > self.mask_nms_thr).any(0)
 
     @staticmethod
-    def _inside_boxes(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
-        """(n, H, W) bool: pixel centres inside each (x1, y1, x2, y2) box."""
-        ys = torch.arange(size[0], device=boxes.device) + 0.5
-        xs = torch.arange(size[1], device=boxes.device) + 0.5
-        inside_y = (ys >= boxes[:, 1:2]) & (ys <= boxes[:, 3:4])
-        inside_x = (xs >= boxes[:, 0:1]) & (xs <= boxes[:, 2:3])
-        return inside_y[:, :, None] & inside_x[:, None, :]
+    def _inside_box_axes(boxes: Tensor,
+                         size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """(H, n) and (W, n) bool: pixel centres inside each (x1, y1, x2, y2)
+        box along y and along x."""
+        ys = torch.arange(size[0], device=boxes.device)[:, None] + 0.5
+        xs = torch.arange(size[1], device=boxes.device)[:, None] + 0.5
+        return ((ys >= boxes[:, 1]) & (ys <= boxes[:, 3]),
+                (xs >= boxes[:, 0]) & (xs <= boxes[:, 2]))
+
+    @staticmethod
+    def _penalty(inside: Tensor) -> Tensor:
+        return torch.zeros_like(inside, dtype=torch.float).masked_fill_(
+            ~inside, float('-inf'))
