@@ -1,0 +1,56 @@
+"""The speed benchmark's quickest run: every model, every figure, the
+detection count forced and checked, on a tiny input."""
+import importlib.util
+import json
+
+import torch
+
+from conftest import REPO
+
+KEYS = {'model', 'input', 'detections', 'median_ms', 'params_m', 'gflops',
+        'peak_mem_mb'}
+MODELS = {'dr1mask_panoptic', 'dr1mask_instance', 'panoptic_fpn', 'condinst',
+          'fcos'}
+
+
+def load_tool():
+    path = REPO / 'tools' / 'analysis_tools' / 'benchmark_speed.py'
+    spec = importlib.util.spec_from_file_location('benchmark_speed', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickest_run_writes_every_row(tmp_path, capsys):
+    tool = load_tool()
+    out, table = tmp_path / 'speed.json', tmp_path / 'speed.md'
+    threads = torch.get_num_threads()
+    try:
+        # One thread: steady on a busy machine (see the tool's docstring).
+        tool.main([
+            '--quick', '--sizes', '64x64', '--detections', '5', '--rounds',
+            '1', '--threads', '1', '--out', str(out), '--markdown',
+            str(table)
+        ])
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads(out.read_text())
+    models = {row['model'] for row in rows}
+    stages = {f'{m}/{s}' for m in tool.STAGED for s in tool.STAGES
+              if s != 'panoptic_layer' or m == 'dr1mask_panoptic'}
+    assert models == MODELS | stages
+    for row in rows:
+        assert KEYS <= set(row), row
+        assert row['input'] == [64, 64] and row['detections'] == 5
+        assert row['median_ms'] > 0, row
+        if row['model'] in MODELS:
+            for key in ('params_m', 'gflops', 'peak_mem_mb'):
+                assert row[key] > 0, (key, row)
+        else:
+            for key in ('params_m', 'gflops', 'peak_mem_mb'):
+                assert row[key] >= 0, (key, row)
+    printed = capsys.readouterr().out
+    assert printed == table.read_text()
+    for title in ('pan / Panoptic-FPN', 'inst / CondInst', 'pan / inst',
+                  'pan / FCOS', 'DR1Mask pan by stage'):
+        assert title in printed

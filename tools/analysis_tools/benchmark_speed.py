@@ -1,0 +1,660 @@
+"""End-to-end latency of DR1Mask against mmdet's Panoptic-FPN, CondInst, FCOS.
+
+What is timed is what the paper times (Tables 8, 9): batch 1, from the model
+input (the preprocessed, padded batch tensor and its data samples) to the
+final predictions, post-processing included, i.e. ``model.predict(inputs,
+samples, rescale=True)``, which pastes the masks and builds the panoptic map
+at the original image size (here the input size, scale factor 1).
+
+Five R-50 models with random weights, in eval mode under ``torch.no_grad``:
+``dr1mask_panoptic``, ``dr1mask_instance``, ``panoptic_fpn``, ``condinst``
+and ``fcos``: the detector alone, the floor the mask branches add to, in the
+pytorch-style R-50, GN-head variant whose backbone, neck and head DR1Mask
+shares. Every model gets the same random image of each input size, through
+its own data preprocessor (untimed).
+
+Fixed detection counts. Random weights make the number of detections
+arbitrary, so every model is forced to keep exactly N instances after NMS
+(``--detections``), and every call checks that it did (else it stops):
+
+- dense heads (FCOS, CondInst, DR1Mask): the classification conv's bias is
+  +10 for class 0 and -10 for the others, so every location has exactly one
+  class above the unchanged score threshold (0.05) and the configured
+  ``nms_pre`` (1000 per level) candidates reach NMS; NMS IoU 1.0, so nothing
+  is suppressed, and ``max_per_img`` = N. The box regression bias is 4, so
+  that boxes are 8 strides wide as a trained head's are on each level (a
+  random regressor's are degenerate). DR1Mask's panoptic layer gets
+  ``score_thr`` = 0 so that it keeps all N instances.
+- Panoptic-FPN: the RPN is left as configured (up to 1000 proposals, NMS
+  0.7); the R-CNN classifier's bias is +10 for class 0 and -10 for the other
+  classes and background, so every proposal has one class above the
+  unchanged 0.6 threshold; NMS IoU 1.0 and ``max_per_img`` = N.
+
+The entries are timed in rounds, the order rotated every round so that the
+machine's drift hits all of them alike; the medians are reported. Besides
+their whole ``predict``, both DR1Mask models are run stage by stage
+(``staged_predict``: the submodules called in ``DR1Mask.predict``'s order,
+each stage timed on its own), as one more entry in the rounds.
+
+Other figures, from untimed calls before the rounds (the first of which, the
+traced one, is also the warm-up):
+
+- ``params_m``: parameters the prediction uses, in millions (DR1Mask's
+  auxiliary semantic head is training-only and left out).
+- ``gflops``: mmengine's ``FlopAnalyzer`` (the counter behind
+  ``get_model_complexity_info``) on a trace of the whole ``predict`` call
+  (or stage) at N detections, one multiply-add counted as one FLOP. It
+  counts convolutions, matrix products, einsum, norms, bilinear / nearest
+  upsampling and grid sampling; elementwise ops, argmax and mmcv's custom
+  ops (RoIAlign, NMS) are not counted.
+- ``peak_mem_mb``: on CUDA, ``torch.cuda.max_memory_allocated`` during the
+  call minus the memory allocated before it. On CPU, the growth of the
+  process's peak resident set during the call over the resident set before
+  it: freed heap memory is first returned to the kernel (``malloc_trim``)
+  and the peak is reset (``/proc/self/clear_refs``), so it counts what the
+  call itself touches (activations and outputs; the weights and the input
+  are already resident).
+
+``--out`` writes one JSON row per model (``model`` as above), input size and
+detection count, and one per stage (``model`` is ``dr1mask_panoptic/<stage>``
+or ``dr1mask_instance/<stage>``, stages as in ``STAGES``): ``model``,
+``input`` ([h, w]), ``detections``, ``median_ms``, ``times_ms`` (every
+round), ``params_m``, ``gflops``, ``peak_mem_mb``.
+
+On a shared CPU, ``--threads 1`` gives steadier figures: with one OpenMP
+thread per core, a thread the scheduler takes away stalls every parallel
+region. On CUDA (``--device cuda``) every timing is bracketed by
+``torch.cuda.synchronize``; NMS and RoIAlign need an mmcv built with CUDA
+ops.
+
+Usage::
+
+    # a few minutes on 2 CPU cores: 512x512, 50 detections, 3 rounds
+    .venv/bin/python tools/analysis_tools/benchmark_speed.py --quick \\
+        --threads 1 --out work_dirs/benchmark/quick.json \\
+        --markdown work_dirs/benchmark/quick.md
+
+    # the full comparison (defaults: both sizes, 10 / 50 / 100, 5 rounds)
+    .venv/bin/python tools/analysis_tools/benchmark_speed.py \\
+        --sizes 800x1216 512x512 --detections 10 50 100 --rounds 5 \\
+        --out work_dirs/benchmark/full.json
+
+    # where the time of a stage (or of a whole model) goes
+    .venv/bin/python tools/analysis_tools/benchmark_speed.py --quick \\
+        --profile instance_module panoptic_layer panoptic_fpn
+"""
+import argparse
+import ctypes
+import gc
+import json
+import os
+import os.path as osp
+import re
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.structures import BaseDataElement
+from torch import Tensor
+
+import mmdet
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample, SampleList
+from mmdet.utils import register_all_modules
+
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+sys.path.insert(0, REPO)
+import projects.dr1mask  # noqa: E402,F401  registers DR1Mask's modules
+
+MMDET_CONFIGS = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
+CONFIGS = {
+    'dr1mask_panoptic':
+    osp.join(REPO, 'configs/dr1mask/dr1mask_r50_fpn_1x_coco-panoptic.py'),
+    'dr1mask_instance':
+    osp.join(REPO, 'configs/dr1mask/dr1mask_r50_fpn_1x_coco.py'),
+    'panoptic_fpn':
+    osp.join(MMDET_CONFIGS, 'panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py'),
+    'condinst':
+    osp.join(MMDET_CONFIGS,
+             'condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py'),
+    'fcos':
+    osp.join(
+        MMDET_CONFIGS, 'fcos/fcos_r50_fpn_gn-head-center-normbbox-'
+        'centeronreg-giou_8xb8-amp-lsj-200e_coco.py'),
+}
+MODEL_NAMES = tuple(CONFIGS)
+# Also run stage by stage (staged_predict).
+STAGED = ('dr1mask_panoptic', 'dr1mask_instance')
+# The stages of DR1Mask.predict and the submodules whose parameters each
+# uses.
+STAGES = {
+    'backbone_fpn': ('backbone', 'neck'),
+    'dense_head': ('bbox_head', ),
+    'decode_nms': (),
+    'basis': ('basis', ),
+    'instance_module': ('mask_head', ),
+    'panoptic_layer': ('panoptic_head', ),
+}
+# Built but not used by predict.
+TRAINING_ONLY = ('semantic_head', )
+# (numerator, denominator, bound, column title): the issue's targets.
+TARGETS = (
+    ('dr1mask_panoptic', 'panoptic_fpn', 0.75, 'pan / Panoptic-FPN'),
+    ('dr1mask_instance', 'condinst', 0.90, 'inst / CondInst'),
+    ('dr1mask_panoptic', 'dr1mask_instance', 1.05, 'pan / inst'),
+    ('dr1mask_panoptic', 'fcos', 1.25, 'pan / FCOS'),
+)
+TITLES = {
+    'fcos': 'FCOS',
+    'condinst': 'CondInst',
+    'panoptic_fpn': 'Panoptic-FPN',
+    'dr1mask_instance': 'DR1Mask inst',
+    'dr1mask_panoptic': 'DR1Mask pan',
+}
+# Logit that makes one class certain (+) or negligible (-) everywhere.
+FORCE_LOGIT = 10.0
+# Dense heads' box sides, in strides of their level: the boxes FCOS's regress
+# ranges give a trained head (4 to 8 strides), where a random regressor
+# would give degenerate boxes (cheaper to paste where pasting is per box).
+BOX_HALF_SIZE = 4.0
+QUICK = dict(sizes=[(512, 512)], detections=[50], rounds=3)
+FULL = dict(sizes=[(800, 1216), (512, 512)], detections=[10, 50, 100],
+            rounds=5)
+
+Runner = Callable[..., Any]
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    match = re.fullmatch(r'(\d+)x(\d+)', text)
+    if not match:
+        raise argparse.ArgumentTypeError(f'{text!r} is not HxW')
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Median latency, FLOPs and peak memory of DR1Mask, '
+        'Panoptic-FPN, CondInst and FCOS at fixed detection counts')
+    parser.add_argument('--sizes', type=parse_size, nargs='+',
+                        help='input sizes HxW (default 800x1216 512x512)')
+    parser.add_argument('--detections', type=int, nargs='+',
+                        help='detections kept per image (default 10 50 100)')
+    parser.add_argument('--rounds', type=int,
+                        help='timed calls per model and setting (default 5)')
+    parser.add_argument('--quick', action='store_true',
+                        help='defaults 512x512, 50 detections, 3 rounds')
+    parser.add_argument('--models', nargs='+', choices=MODEL_NAMES,
+                        default=list(MODEL_NAMES))
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument('--profile', nargs='+', default=[],
+                        choices=list(STAGES) + list(MODEL_NAMES),
+                        help='print torch.profiler tables of these stages '
+                        'of the DR1Mask models, or of these whole models')
+    parser.add_argument('--out', help='write every row to this JSON file')
+    parser.add_argument('--markdown', help='write the tables to this file')
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def build_model(name: str, device: torch.device) -> nn.Module:
+    """The model of ``CONFIGS[name]`` with random weights, in eval mode."""
+    cfg = Config.fromfile(CONFIGS[name])
+    cfg.model.backbone.init_cfg = None  # no weights to download here
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model.to(device).eval()
+
+
+def force_detections(model: nn.Module, n: int) -> None:
+    """Make ``model`` keep exactly ``n`` detections (module docstring)."""
+    if hasattr(model, 'roi_head'):
+        test_cfg = model.roi_head.test_cfg
+        classifier = model.roi_head.bbox_head.fc_cls
+    else:
+        test_cfg = model.bbox_head.test_cfg
+        classifier = model.bbox_head.conv_cls
+    test_cfg.nms.iou_threshold = 1.0
+    test_cfg.max_per_img = n
+    with torch.no_grad():
+        classifier.bias.fill_(-FORCE_LOGIT)
+        classifier.bias[0] = FORCE_LOGIT
+        if not hasattr(model, 'roi_head'):
+            model.bbox_head.conv_reg.bias.fill_(BOX_HALF_SIZE)
+    if getattr(model, 'panoptic_head', None) is not None:
+        model.panoptic_head.score_thr = 0.0
+
+
+def watch_detections(model: nn.Module) -> Callable[[], int]:
+    """Wrap the call that returns the detections after NMS; the returned
+    function gives how many the last call kept (batch 1)."""
+    owner, attr = (model.roi_head, 'predict') if hasattr(
+        model, 'roi_head') else (model.bbox_head, 'predict_by_feat')
+    original = getattr(owner, attr)
+    kept: List[int] = []
+
+    def counted(*args, **kwargs):
+        results = original(*args, **kwargs)
+        kept[:] = [len(results[0])]
+        return results
+
+    setattr(owner, attr, counted)
+    return lambda: kept[0]
+
+
+def make_inputs(model: nn.Module, size: Tuple[int, int]
+                ) -> Tuple[Tensor, SampleList]:
+    """The model's own preprocessing of one random image of ``size``, which
+    is also its original size."""
+    h, w = size
+    generator = torch.Generator().manual_seed(h * 10007 + w)
+    image = torch.randint(
+        0, 256, (3, h, w), dtype=torch.uint8, generator=generator)
+    sample = DetDataSample(
+        metainfo=dict(
+            img_id=0, img_shape=size, ori_shape=size,
+            scale_factor=(1.0, 1.0)))
+    data = model.data_preprocessor(
+        dict(inputs=[image], data_samples=[sample]), False)
+    return data['inputs'], data['data_samples']
+
+
+def staged_predict(model: nn.Module, inputs: Tensor, samples: SampleList,
+                   run: Runner) -> SampleList:
+    """``DR1Mask.predict`` with every stage called through ``run``."""
+    metas = [s.metainfo for s in samples]
+    feats = run('backbone_fpn', model.extract_feat, inputs)
+    cls_scores, bbox_preds, centernesses, embeddings, contexts = run(
+        'dense_head', model.bbox_head, feats)
+    detections = run(
+        'decode_nms', model.bbox_head.predict_by_feat, cls_scores,
+        bbox_preds, centernesses, embeddings, batch_img_metas=metas,
+        rescale=False)
+    basis = run('basis', model.basis, feats, contexts,
+                model._basis_size(inputs))
+    instances = run('instance_module', model.mask_head.predict, basis,
+                    detections, metas, True)
+    samples = model.add_pred_to_datasample(samples, instances)
+    if model.with_panoptic:
+        panoptic = run('panoptic_layer', model.panoptic_head.predict, basis,
+                       detections, metas)
+        for sample, pred in zip(samples, panoptic):
+            sample.pred_panoptic_seg = pred
+    return samples
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def direct(name: str, fn: Callable, *args, **kwargs) -> Any:
+    """The runner that only runs."""
+    return fn(*args, **kwargs)
+
+
+class Timer:
+    """Runner recording the wall time of each call, in ms."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.ms: Dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable, *args, **kwargs) -> Any:
+        synchronize(self.device)
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        synchronize(self.device)
+        self.ms[name] = (time.perf_counter() - start) * 1e3
+        return result
+
+
+class PeakMemory:
+    """Runner recording the peak memory each call adds, in MiB (see the
+    module docstring)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mb: Dict[str, float] = {}
+        self.libc = ctypes.CDLL('libc.so.6') if device.type == 'cpu' \
+            else None
+
+    @staticmethod
+    def _status_kb(key: str) -> int:
+        with open('/proc/self/status') as f:
+            return int(re.search(rf'{key}:\s+(\d+)', f.read()).group(1))
+
+    def __call__(self, name: str, fn: Callable, *args, **kwargs) -> Any:
+        gc.collect()
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            result = fn(*args, **kwargs)
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            self.mb[name] = (peak - before) / 2**20
+            return result
+        self.libc.malloc_trim(0)
+        before = self._status_kb('VmRSS')
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # resets VmHWM to the current RSS
+        result = fn(*args, **kwargs)
+        self.mb[name] = (self._status_kb('VmHWM') - before) / 1024
+        return result
+
+
+def tensors_in(obj: Any) -> List[Tensor]:
+    """Every tensor in nested lists, tuples, dicts and data elements."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, (BaseDataElement, dict)):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in tensors_in(item)]
+    return []
+
+
+class _Traced(nn.Module):
+    """``fn()`` as a module to trace: ``model`` is registered so that its
+    parameters are the trace's state, and the outputs are every tensor of
+    the result so that nothing that produced them is pruned."""
+
+    def __init__(self, model: nn.Module, fn: Callable[[], Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.fn = fn
+        self.result = None
+
+    def forward(self, _anchor: Tensor) -> Tuple[Tensor, ...]:
+        self.result = self.fn()
+        return tuple(tensors_in(self.result))
+
+
+class FlopCounter:
+    """Runner recording the GFLOPs of each call (``FlopAnalyzer``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.gflops: Dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable, *args, **kwargs) -> Any:
+        traced = _Traced(self.model, lambda: fn(*args, **kwargs))
+        analyzer = FlopAnalyzer(traced, (torch.zeros(1), ))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        analyzer.tracer_warnings('none')
+        self.gflops[name] = analyzer.total() / 1e9
+        return traced.result
+
+
+class Profiler:
+    """Runner printing torch.profiler's op table of the chosen calls."""
+
+    def __init__(self, names: Sequence[str], device: torch.device,
+                 prefix: str = '') -> None:
+        self.names = set(names)
+        self.prefix = prefix
+        self.activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == 'cuda':
+            self.activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.sort_by = 'self_cuda_time_total' if device.type == 'cuda' \
+            else 'self_cpu_time_total'
+
+    def __call__(self, name: str, fn: Callable, *args, **kwargs) -> Any:
+        if name not in self.names:
+            return fn(*args, **kwargs)
+        with torch.profiler.profile(activities=self.activities) as prof:
+            result = fn(*args, **kwargs)
+        print(f'\n### torch.profiler: {self.prefix}{name}\n')
+        print(prof.key_averages().table(sort_by=self.sort_by, row_limit=15))
+        return result
+
+
+class Entry:
+    """One thing to time, a model's whole ``predict`` or (``staged``) a
+    DR1Mask model stage by stage, with its inputs and detection check."""
+
+    def __init__(self, name: str, model: nn.Module, staged: bool = False
+                 ) -> None:
+        self.name = name
+        self.model = model
+        self.staged = staged
+        self.kept = watch_detections(model)
+        self.inputs: Optional[Tensor] = None
+        self.samples: SampleList = []
+
+    @property
+    def names(self) -> List[str]:
+        """The names its runner calls are recorded under."""
+        if not self.staged:
+            return [self.name]
+        return [s for s in STAGES
+                if s != 'panoptic_layer' or self.model.with_panoptic]
+
+    def prepare(self, size: Tuple[int, int], n: int) -> None:
+        self.inputs, self.samples = make_inputs(self.model, size)
+        force_detections(self.model, n)
+
+    def __call__(self, run: Runner, n: int) -> SampleList:
+        # predict writes into its samples: give it fresh ones, untimed.
+        samples = [s.clone() for s in self.samples]
+        if self.staged:
+            outputs = staged_predict(self.model, self.inputs, samples, run)
+        else:
+            outputs = run(self.name, self.model.predict, self.inputs,
+                          samples, rescale=True)
+        if self.kept() != n:
+            raise RuntimeError(f'{self.name} kept {self.kept()} detections, '
+                               f'not {n}: cannot compare at fixed counts')
+        return outputs
+
+
+def inference_params_m(model: nn.Module,
+                       modules: Optional[Sequence[str]] = None) -> float:
+    """Parameters (millions) of ``modules``, or by default of every module
+    that predict uses."""
+    counts = parameter_count(model)
+    if modules is not None:
+        return sum(counts.get(m, 0) for m in modules) / 1e6
+    unused = sum(counts.get(m, 0) for m in TRAINING_ONLY)
+    return (counts[''] - unused) / 1e6
+
+
+def check_device(device: torch.device) -> None:
+    """Fail early, and clearly, where mmcv cannot run NMS on the device."""
+    if device.type != 'cuda':
+        return
+    from mmcv.ops import nms
+    boxes = torch.tensor([[0., 0., 1., 1.]], device=device)
+    try:
+        nms(boxes, torch.ones(1, device=device), 0.5)
+    except (RuntimeError, NotImplementedError) as error:
+        raise SystemExit(
+            'This mmcv has no CUDA ops (NMS, RoIAlign fail on the GPU): '
+            'install an mmcv built with CUDA, or run with --device cpu.\n'
+            f'({error})')
+
+
+def measure_setting(entries: List[Entry], size: Tuple[int, int], n: int,
+                    rounds: int, device: torch.device,
+                    profile: Sequence[str]) -> List[dict]:
+    """All the rows of one input size and detection count."""
+    log(f'{size[0]}x{size[1]}, {n} detections: FLOPs, memory')
+    flops = [FlopCounter(entry.model) for entry in entries]
+    memory = [PeakMemory(device) for _ in entries]
+    for entry, flop_counter, peak_memory in zip(entries, flops, memory):
+        entry.prepare(size, n)
+        # The traced call is also the warm-up of what follows.
+        entry(flop_counter, n)
+        entry(peak_memory, n)
+    times: List[Dict[str, List[float]]] = [{} for _ in entries]
+    order = list(range(len(entries)))
+    for round_ in range(rounds):
+        log(f'  round {round_ + 1}/{rounds}')
+        # Rotate the order so that drift and position hit every model alike.
+        shift = round_ % len(entries)
+        for i in order[shift:] + order[:shift]:
+            timer = Timer(device)
+            entries[i](timer, n)
+            for name, ms in timer.ms.items():
+                times[i].setdefault(name, []).append(ms)
+    for entry in entries:
+        if set(entry.names) & set(profile):
+            prefix = f'{entry.name}/' if entry.staged else ''
+            entry(Profiler(profile, device, prefix), n)
+    rows = []
+    for entry, flop_counter, peak_memory, entry_times in zip(
+            entries, flops, memory, times):
+        for name in entry.names:
+            modules = STAGES[name] if entry.staged else None
+            rows.append(
+                dict(
+                    model=f'{entry.name}/{name}' if entry.staged else name,
+                    input=list(size),
+                    detections=n,
+                    median_ms=statistics.median(entry_times[name]),
+                    times_ms=entry_times[name],
+                    params_m=inference_params_m(entry.model, modules),
+                    gflops=flop_counter.gflops[name],
+                    peak_mem_mb=peak_memory.mb[name]))
+    return rows
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _ratio_cell(by_model: Dict[str, dict], num: str, den: str,
+                bound: float) -> str:
+    if num not in by_model or den not in by_model:
+        return 'n/a'
+    ratio = by_model[num]['median_ms'] / by_model[den]['median_ms']
+    return f'{ratio:.2f} {"met" if ratio <= bound else "MISSED"}'
+
+
+def latency_table(rows: List[dict]) -> str:
+    """Median ms per model and the target ratios, per size and count."""
+    models = [m for m in TITLES if any(r['model'] == m for r in rows)]
+    head = ['input', 'dets'] + [f'{TITLES[m]} ms' for m in models] + [
+        f'{title} (<= {bound:.2f})' for _, _, bound, title in TARGETS
+    ]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for (size, n), by_model in _settings(rows).items():
+        cells = [f'{size[0]}x{size[1]}', str(n)] + [
+            f'{by_model[m]["median_ms"]:.0f}' for m in models
+        ] + [_ratio_cell(by_model, *target[:3]) for target in TARGETS]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def complexity_table(rows: List[dict]) -> str:
+    """Parameters, GFLOPs and peak memory of every model row."""
+    lines = [
+        '| model | input | dets | params (M) | GFLOPs | peak mem (MiB) |',
+        '|---|---|---|---|---|---|'
+    ]
+    for row in rows:
+        if row['model'] in TITLES:
+            lines.append(
+                f"| {TITLES[row['model']]} | {_size(row)} | "
+                f"{row['detections']} | {row['params_m']:.1f} | "
+                f"{row['gflops']:.1f} | {row['peak_mem_mb']:.0f} |")
+    return '\n'.join(lines)
+
+
+def stage_table(rows: List[dict], model: str) -> str:
+    """The stages of ``model``, with their share of the staged sum and the
+    unstaged end-to-end median beside it."""
+    lines = [
+        '| input | dets | stage | median ms | share | GFLOPs | params (M) '
+        '| peak mem (MiB) |', '|---|---|---|---|---|---|---|---|'
+    ]
+    for (size, n), by_model in _settings(rows).items():
+        stages = [by_model[f'{model}/{s}'] for s in STAGES
+                  if f'{model}/{s}' in by_model]
+        if not stages:
+            continue
+        total = sum(s['median_ms'] for s in stages)
+        for row in stages:
+            lines.append(
+                f"| {size[0]}x{size[1]} | {n} | "
+                f"{row['model'].split('/')[1]} | {row['median_ms']:.1f} | "
+                f"{100 * row['median_ms'] / total:.0f} % | "
+                f"{row['gflops']:.2f} | {row['params_m']:.2f} | "
+                f"{row['peak_mem_mb']:.0f} |")
+        lines.append(
+            f'| {size[0]}x{size[1]} | {n} | sum (end to end) | {total:.1f} '
+            f"({by_model[model]['median_ms']:.1f}) | 100 % | | | |")
+    return '\n'.join(lines)
+
+
+def _size(row: dict) -> str:
+    return f"{row['input'][0]}x{row['input'][1]}"
+
+
+def _settings(rows: List[dict]) -> Dict[Tuple[tuple, int], Dict[str, dict]]:
+    settings: Dict[Tuple[tuple, int], Dict[str, dict]] = {}
+    for row in rows:
+        key = (tuple(row['input']), row['detections'])
+        settings.setdefault(key, {})[row['model']] = row
+    return settings
+
+
+def markdown(rows: List[dict], args: argparse.Namespace) -> str:
+    setup = (f'device {args.device}, {torch.get_num_threads()} torch '
+             f'threads, {args.rounds} rounds, medians in ms, batch 1')
+    parts = [
+        f'Latency ({setup}):', latency_table(rows),
+        'Complexity:', complexity_table(rows)
+    ]
+    for model in STAGED:
+        if any(r['model'].startswith(f'{model}/') for r in rows):
+            parts += [f'{TITLES[model]} by stage:', stage_table(rows, model)]
+    return '\n\n'.join(parts) + '\n'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    check_device(device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    register_all_modules()
+    # Keep init_weights' per-parameter report out of the output.
+    MMLogger.get_instance('benchmark_speed', log_level='WARNING')
+    entries = []
+    for name in args.models:
+        log(f'building {name}')
+        entries.append(Entry(name, build_model(name, device)))
+        if name in STAGED:
+            entries.append(Entry(name, entries[-1].model, staged=True))
+    rows = []
+    with torch.no_grad():
+        for size in args.sizes:
+            for n in args.detections:
+                rows += measure_setting(entries, size, n, args.rounds, device,
+                                        args.profile)
+    table = markdown(rows, args)
+    print(table, end="")
+    for path, text in ((args.out, json.dumps(rows, indent=1)),
+                       (args.markdown, table)):
+        if path:
+            os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+            with open(path, 'w') as f:
+                f.write(text)
+    return rows
+
+
+if __name__ == '__main__':
+    main()
