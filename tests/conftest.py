@@ -1,6 +1,6 @@
 """Shared builders for the model tests: small configs and consistent batches."""
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import pytest
@@ -21,8 +21,9 @@ register_all_modules()
 import projects.dr1mask  # noqa: E402,F401  registers DR1Mask's modules
 
 
-def load_config(name: str) -> Config:
-    """A project config with no pretrained weights to fetch."""
+def load_config(name: Union[str, Path]) -> Config:
+    """A project config (a name in configs/dr1mask/ or a path) with no
+    pretrained weights to fetch."""
     cfg = Config.fromfile(str(CONFIGS / name))
     cfg.model.backbone.init_cfg = None
     return cfg
