@@ -81,3 +81,41 @@ def test_vector_mode_blends_before_cropping_with_the_same_result():
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
     logits.sum().backward()
     assert basis.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('mask_thr', [0.5, 0.2])
+@pytest.mark.parametrize('img_shape', [(37, 61), (300, 200), (128, 416)])
+def test_windowed_paste_equals_mmdet_full_image_paste(img_shape, mask_thr):
+    """Pasting over windows around the boxes gives exactly the pixels of
+    mmdet's full-image paste, for boxes inside and across the border of the
+    image."""
+    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import \
+        _do_paste_mask
+    img_h, img_w = img_shape
+    gen = torch.Generator().manual_seed(img_h)
+    corner = torch.rand(40, 2, generator=gen) * torch.tensor([img_w, img_h])
+    size = torch.rand(40, 2, generator=gen)**2 * torch.tensor(
+        [img_w, img_h]) + 0.5
+    boxes = torch.cat([corner, corner + size], 1)
+    boxes = torch.minimum(boxes, boxes.new_tensor([img_w, img_h] * 2))
+    probs = torch.rand(len(boxes), 56, 56, generator=gen)
+    # Full masks reach farthest beyond their boxes: half a mask pixel, where
+    # the samples fall below 0.5.
+    probs[::2] = 1
+    module = InstancePredictionModule(
+        basis_channels=8, attention='vector', mask_thr=mask_thr)
+
+    masks = module.paste_masks(probs, boxes, img_shape)
+
+    expected = _do_paste_mask(
+        probs[:, None], boxes, img_h, img_w, skip_empty=False)[0] >= mask_thr
+    assert masks.dtype == torch.bool
+    assert torch.equal(masks, expected)
+
+
+def test_paste_of_a_zero_width_box_is_empty():
+    module = InstancePredictionModule(basis_channels=8, attention='vector')
+    boxes = torch.tensor([[10., 5., 10., 20.], [2., 2., 30., 30.]])
+    masks = module.paste_masks(torch.ones(2, 56, 56), boxes, (40, 40))
+    assert not masks[0].any()
+    assert masks[1, 2:30, 2:30].all() and masks[1].sum() == 28 * 28
