@@ -259,8 +259,8 @@ class InstancePredictionModule(BaseModule):
         the whole image: bilinear sampling of a 56 x 56 mask with zero
         padding is 0 farther than half a mask pixel outside the box, so the
         windows give exactly the pixels of mmdet's full-image
-        ``_do_paste_mask``. All windows of a chunk share the largest one's
-        size, so the whole paste is one ``grid_sample`` and one scatter.
+        ``_do_paste_mask``. Windows of similar size are padded to one size,
+        so each size class is pasted by one ``grid_sample`` and one scatter.
         """
         img_h, img_w = img_shape
         masks = probs.new_zeros((len(probs), img_h, img_w), dtype=torch.bool)
@@ -269,21 +269,30 @@ class InstancePredictionModule(BaseModule):
         half_pixel = (bboxes[:, 2:] - bboxes[:, :2]) / (2 * self.mask_size)
         size = bboxes.new_tensor([img_w, img_h])
         start = (bboxes[:, :2] - half_pixel).floor().clamp(min=0)
-        end = torch.minimum((bboxes[:, 2:] + half_pixel).ceil(), size)
-        window_w, window_h = (end - start).amax(0).clamp(min=1).long().tolist()
-        # Windows that would cross the image's far edge are moved inside it;
-        # they still cover their boxes.
-        start = torch.minimum(start, size - size.new_tensor(
-            [window_w, window_h])).long()
-        chunk = max(1, PASTE_CHUNK_PIXELS // (window_h * window_w))
-        offsets_x = torch.arange(window_w, device=probs.device)
-        offsets_y = torch.arange(window_h, device=probs.device)
-        for idx in torch.arange(len(probs), device=probs.device).split(chunk):
-            xs = start[idx, :1] + offsets_x
-            ys = start[idx, 1:] + offsets_y
-            windows = self._sample_windows(probs[idx], bboxes[idx], xs, ys)
-            masks[idx[:, None, None], ys[:, :, None], xs[:, None, :]] = \
-                windows >= self.mask_thr
+        extent = (torch.minimum((bboxes[:, 2:] + half_pixel).ceil(), size) -
+                  start).clamp(min=1)
+        # Windows of one size class (powers of 2 of the longer side) are
+        # padded to the largest among them, so a large box does not inflate
+        # the windows of the small ones.
+        size_class = extent.amax(1).log2().ceil()
+        for same_size in size_class.unique():
+            idx = (size_class == same_size).nonzero()[:, 0]
+            window = extent[idx].amax(0)
+            # Windows that would cross the image's far edge are moved inside
+            # it; they still cover their boxes.
+            window_start = torch.minimum(start[idx], size - window).long()
+            window_w, window_h = window.long().tolist()
+            offsets_x = torch.arange(window_w, device=probs.device)
+            offsets_y = torch.arange(window_h, device=probs.device)
+            chunk = max(1, PASTE_CHUNK_PIXELS // (window_h * window_w))
+            for part, part_start in zip(idx.split(chunk),
+                                        window_start.split(chunk)):
+                xs = part_start[:, :1] + offsets_x
+                ys = part_start[:, 1:] + offsets_y
+                windows = self._sample_windows(probs[part], bboxes[part], xs,
+                                               ys)
+                masks[part[:, None, None], ys[:, :, None],
+                      xs[:, None, :]] = windows >= self.mask_thr
         return masks
 
     @staticmethod
