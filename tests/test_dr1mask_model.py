@@ -144,6 +144,41 @@ def test_panoptic_ids_decode_to_valid_classes():
 def test_tensor_mode_needs_no_ground_truth():
     model = build_model(small_model_cfg(panoptic=True))
     outputs = model(torch.rand(2, 3, 68, 92), mode='tensor')
-    cls_scores, _, _, embeddings, contexts, basis = outputs
-    assert len(cls_scores) == len(embeddings) == len(contexts) == 5
+    cls_scores, _, _, box_feats, contexts, basis = outputs
+    assert len(cls_scores) == len(box_feats) == len(contexts) == 5
     assert basis.shape == (2, model.basis.channels, 17, 23)
+
+
+@pytest.mark.parametrize('attention', ['vector', 'factored'])
+def test_detections_carry_the_dense_top_layer_embedding_of_their_location(
+        attention):
+    """Embeddings computed only at the kept locations equal the dense top
+    layer's output there, on every level."""
+    model = build_model(small_model_cfg(panoptic=False, attention=attention))
+    model.eval()
+    head = model.bbox_head
+    for param in head.top_layer.parameters():
+        torch.nn.init.normal_(param)
+    # Keep every location (non-empty boxes, no NMS), so that every level has
+    # detections.
+    torch.nn.init.constant_(head.conv_reg.bias, 1.0)
+    head.test_cfg.update(nms=dict(type='nms', iou_threshold=1.0),
+                         max_per_img=10000)
+    inputs = torch.rand(1, 3, 96, 160)
+    with torch.no_grad():
+        feats = model.extract_feat(inputs)
+        cls_scores, bbox_preds, centernesses, box_feats, _ = head(feats)
+        detections = head.predict_by_feat(
+            cls_scores, bbox_preds, centernesses, box_feats,
+            batch_img_metas=[dict(img_shape=(96, 160))])[0]
+        dense = [head.embeddings(f)[0] for f in box_feats]
+    assert len(detections) > 20
+    assert set(detections.strides.tolist()) == set(head.strides)
+    expected = torch.stack([
+        dense[head.strides.index(stride)][:, int(y // stride),
+                                          int(x // stride)]
+        for (x, y), stride in zip(detections.points.tolist(),
+                                  detections.strides.tolist())
+    ])
+    torch.testing.assert_close(detections.param_preds, expected,
+                               rtol=1e-4, atol=1e-4)

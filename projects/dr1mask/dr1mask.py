@@ -89,10 +89,10 @@ class DR1Mask(SingleStageDetector):
         img_metas = [s.metainfo for s in batch_data_samples]
 
         feats = self.extract_feat(batch_inputs)
-        cls_scores, bbox_preds, centernesses, embeddings, contexts = \
+        cls_scores, bbox_preds, centernesses, box_feats, contexts = \
             self.bbox_head(feats)
         losses = self.bbox_head.loss_by_feat(cls_scores, bbox_preds,
-                                             centernesses, embeddings,
+                                             centernesses, box_feats,
                                              gt_instances, img_metas)
         positives = self.bbox_head.get_positive_infos()
         basis = self.basis(feats, contexts, self._basis_size(batch_inputs))
@@ -114,10 +114,10 @@ class DR1Mask(SingleStageDetector):
         img_metas = [s.metainfo for s in batch_data_samples]
 
         feats = self.extract_feat(batch_inputs)
-        cls_scores, bbox_preds, centernesses, embeddings, contexts = \
+        cls_scores, bbox_preds, centernesses, box_feats, contexts = \
             self.bbox_head(feats)
         detections = self.bbox_head.predict_by_feat(
-            cls_scores, bbox_preds, centernesses, embeddings,
+            cls_scores, bbox_preds, centernesses, box_feats,
             batch_img_metas=img_metas, rescale=False)
         basis = self.basis(feats, contexts, self._basis_size(batch_inputs))
         instances = self.mask_head.predict(basis, detections, img_metas,

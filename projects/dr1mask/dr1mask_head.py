@@ -11,12 +11,15 @@ instance embedding and the context it modulates consistent.
 
 Target assignment, the positives' bookkeeping and the NMS that carries the
 embeddings of the kept detections are mmdet's CondInst box head, itself FCOS
-(its per-location ``param_preds`` are our embeddings).
+(its per-location ``param_preds`` are our embeddings). The context maps are
+needed at every location; the embeddings only at the positives (training)
+and at the detections kept by NMS (test), where alone they are computed.
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import Scale
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
@@ -51,10 +54,14 @@ class DR1MaskHead(CondInstBboxHead):
 
     def _init_layers(self) -> None:
         super()._init_layers()
-        # CondInst's `controller` conv is reused as the paper's top layer,
-        # widened to emit the context maps next to the embedding. It is
-        # initialised N(0, 0.01), bias 0, by FCOSHead's init_cfg.
-        self.controller = nn.Conv2d(
+        # CondInst's forward hands the box-tower features to `controller`;
+        # they pass through unchanged, so that the top layer can be applied
+        # densely for the context maps only (DR1Basis needs them everywhere)
+        # and for the embeddings only where they are used.
+        self.controller = nn.Identity()
+        # The top layer, initialised N(0, 0.01), bias 0, by FCOSHead's
+        # init_cfg. Output channels: [embedding ; context].
+        self.top_layer = nn.Conv2d(
             self.feat_channels,
             self.num_params + self.context_channels,
             3,
@@ -66,21 +73,62 @@ class DR1MaskHead(CondInstBboxHead):
 
         Returns:
             tuple: ``cls_score`` (N, num_classes, H, W), ``bbox_pred``
-            (N, 4, H, W), ``centerness`` (N, 1, H, W), ``embedding``
-            (N, embedding_channels, H, W) and ``context`` (N,
-            context_channels, H, W).
+            (N, 4, H, W), ``centerness`` (N, 1, H, W), ``box_feat`` (N,
+            feat_channels, H, W), the box tower's output, from which
+            :meth:`embeddings` computes the instance embeddings, and
+            ``context`` (N, context_channels, H, W).
         """
-        cls_score, bbox_pred, centerness, top = super().forward_single(
+        cls_score, bbox_pred, centerness, box_feat = super().forward_single(
             x, scale, stride)
-        embedding, context = top.split(
-            [self.num_params, self.context_channels], dim=1)
-        return cls_score, bbox_pred, centerness, embedding, context
+        return cls_score, bbox_pred, centerness, box_feat, self._top_layer(
+            box_feat, slice(self.num_params, None))
+
+    def _top_layer(self, box_feat: Tensor, channels: slice) -> Tensor:
+        """Output ``channels`` of the top layer, densely."""
+        weight = self.top_layer.weight[channels]
+        if len(weight) == 0:  # no context maps for a basis without A, B
+            return box_feat.new_zeros((box_feat.size(0), 0,
+                                       *box_feat.shape[2:]))
+        return F.conv2d(box_feat, weight, self.top_layer.bias[channels],
+                        padding=1)
+
+    def embeddings(self, box_feat: Tensor) -> Tensor:
+        """The embeddings E_l (N, embedding_channels, H, W) of every
+        location of one level."""
+        return self._top_layer(box_feat, slice(None, self.num_params))
+
+    def embeddings_at(self, box_feats: List[Tensor], points: Tensor,
+                      strides: Tensor) -> Tensor:
+        """The embeddings (n, embedding_channels) at n locations of one
+        image: the top layer on the 3 x 3 box-tower neighbourhood of each.
+
+        Args:
+            box_feats (list[Tensor]): per level, (feat_channels, H, W).
+            points (Tensor): (n, 2) the locations' (x, y) points, as the
+                head's prior generator places them.
+            strides (Tensor): (n,) the stride of each location's level.
+        """
+        weight = self.top_layer.weight[:self.num_params].flatten(1)
+        bias = self.top_layer.bias[:self.num_params]
+        embeddings = points.new_zeros((len(points), self.num_params))
+        taps = torch.arange(3, device=points.device)
+        for box_feat, stride in zip(box_feats, self.strides):
+            at_level = strides == stride
+            # Point (j + offset) * stride is column j; padding by 1 shifts
+            # the 3 x 3 neighbourhood of j to columns j .. j + 2.
+            cols, rows = (points[at_level] / stride).floor().long().T
+            patches = F.pad(box_feat, (1, 1, 1, 1))[
+                :, rows[:, None, None] + taps[:, None],
+                cols[:, None, None] + taps]
+            embeddings[at_level] = patches.transpose(0, 1).flatten(1) \
+                @ weight.T + bias
+        return embeddings
 
     def loss_by_feat(self,
                      cls_scores: List[Tensor],
                      bbox_preds: List[Tensor],
                      centernesses: List[Tensor],
-                     embeddings: List[Tensor],
+                     box_feats: List[Tensor],
                      batch_gt_instances: InstanceList,
                      batch_img_metas: List[dict],
                      batch_gt_instances_ignore: OptInstanceList = None
@@ -97,9 +145,43 @@ class DR1MaskHead(CondInstBboxHead):
         ]
         self._raw_positive_infos.update(batch_gt_instances=box_instances)
         return super().loss_by_feat(cls_scores, bbox_preds, centernesses,
-                                    embeddings, box_instances,
-                                    batch_img_metas,
+                                    [self.embeddings(f) for f in box_feats],
+                                    box_instances, batch_img_metas,
                                     batch_gt_instances_ignore)
+
+    def predict_by_feat(self,
+                        cls_scores: List[Tensor],
+                        bbox_preds: List[Tensor],
+                        centernesses: List[Tensor],
+                        box_feats: List[Tensor],
+                        batch_img_metas: List[dict],
+                        cfg: Optional[ConfigDict] = None,
+                        rescale: bool = False,
+                        with_nms: bool = True) -> InstanceList:
+        """CondInst's detections (FCOS decoding and NMS), each with its
+        embedding ``param_preds``, computed only for the kept locations.
+
+        Returns:
+            list[InstanceData]: per image ``bboxes``, ``scores``, ``labels``,
+            ``param_preds`` (n, embedding_channels), ``points`` and
+            ``strides``.
+        """
+        # CondInst carries a per-location embedding through the selection;
+        # it gets a zero-stride stand-in (no memory), and the kept
+        # locations' embeddings are computed afterwards.
+        no_embeddings = [
+            f.new_zeros(()).expand(f.size(0), self.num_params, *f.shape[2:])
+            for f in box_feats
+        ]
+        results_list = super().predict_by_feat(
+            cls_scores, bbox_preds, centernesses, no_embeddings,
+            batch_img_metas=batch_img_metas, cfg=cfg, rescale=rescale,
+            with_nms=with_nms)
+        for img_id, results in enumerate(results_list):
+            results.param_preds = self.embeddings_at(
+                [f[img_id] for f in box_feats], results.points,
+                results.strides)
+        return results_list
 
     def get_positive_infos(self) -> InstanceList:
         """The positive locations of the last loss, per image.

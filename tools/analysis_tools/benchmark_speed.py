@@ -274,11 +274,11 @@ def staged_predict(model: nn.Module, inputs: Tensor, samples: SampleList,
     """``DR1Mask.predict`` with every stage called through ``run``."""
     metas = [s.metainfo for s in samples]
     feats = run('backbone_fpn', model.extract_feat, inputs)
-    cls_scores, bbox_preds, centernesses, embeddings, contexts = run(
+    cls_scores, bbox_preds, centernesses, box_feats, contexts = run(
         'dense_head', model.bbox_head, feats)
     detections = run(
         'decode_nms', model.bbox_head.predict_by_feat, cls_scores,
-        bbox_preds, centernesses, embeddings, batch_img_metas=metas,
+        bbox_preds, centernesses, box_feats, batch_img_metas=metas,
         rescale=False)
     basis = run('basis', model.basis, feats, contexts,
                 model._basis_size(inputs))
