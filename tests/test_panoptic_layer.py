@@ -129,3 +129,16 @@ def test_mask_nms_drops_a_lower_scored_duplicate():
     deduplicated = layer(mask_nms_thr=0.5).postprocess(logits.clone(), results,
                                                        meta)
     assert deduplicated.sem_seg[0, 0].tolist() == [first] * 3 + [2]
+
+
+def test_postprocess_of_an_image_shorter_than_the_stuff_classes():
+    """Stuff areas are counted per channel, whatever the image height."""
+    num_stuff = 10
+    logits = torch.zeros(num_stuff, 3, 5)
+    logits[7] = 1
+    pan = UnifiedPanopticLayer(
+        T, num_stuff, D, basis_stride=1, stuff_area_thr=1).postprocess(
+            logits, InstanceData(labels=torch.zeros(0, dtype=torch.long),
+                                 bboxes=torch.zeros(0, 4)),
+            dict(img_shape=(3, 5), ori_shape=(3, 5)))
+    assert (pan.sem_seg == T + 7).all()

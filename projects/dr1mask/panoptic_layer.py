@@ -218,36 +218,37 @@ class UnifiedPanopticLayer(BaseModule):
         """
         img_h, img_w = img_meta['img_shape'][:2]
         ori_h, ori_w = img_meta['ori_shape'][:2]
-        # Duplicates are found at the basis stride: 16x fewer pixels.
-        duplicate = self._duplicates(logits, results.bboxes /
-                                     self.basis_stride) \
-            if self.mask_nms_thr < 1 and len(results) > 1 else None
+        void = self.num_things + self.num_stuff
+        instance_ids = results.labels + INSTANCE_OFFSET * torch.arange(
+            1, len(results) + 1, device=logits.device)
+        boxes = results.bboxes
+        if self.mask_nms_thr < 1 and len(results) > 1:
+            # Duplicates are found at the basis stride (16x fewer pixels) and
+            # lose their channels before the upsampling.
+            keep = ~self._duplicates(logits, boxes / self.basis_stride)
+            logits = torch.cat(
+                [logits[:self.num_stuff], logits[self.num_stuff:][keep]])
+            instance_ids, boxes = instance_ids[keep], boxes[keep]
         # Channels last: the argmax over classes then reads contiguous memory.
         logits = F.interpolate(
             logits[None].contiguous(memory_format=torch.channels_last),
             size=(ori_h, ori_w), mode='bilinear',
             align_corners=False)[0].permute(1, 2, 0)
-        things = logits[..., self.num_stuff:]
-        if self.suppress_outside_box and len(results):
-            scale = results.bboxes.new_tensor(
-                [ori_w / img_w, ori_h / img_h] * 2)
+        if self.suppress_outside_box and len(boxes):
+            scale = boxes.new_tensor([ori_w / img_w, ori_h / img_h] * 2)
             # -inf outside the box, as two broadcast penalties (H, 1, n)
             # and (1, W, n) rather than an (H, W, n) mask.
             inside_y, inside_x = self._inside_box_axes(
-                results.bboxes * scale, (ori_h, ori_w))
+                boxes * scale, (ori_h, ori_w))
+            things = logits[..., self.num_stuff:]
             things.add_(self._penalty(inside_y)[:, None])
             things.add_(self._penalty(inside_x)[None])
-        if duplicate is not None:
-            things[..., duplicate] = float('-inf')
         channel = logits.argmax(-1)
 
-        void = self.num_things + self.num_stuff
         stuff_area = torch.bincount(
-            channel.flatten(), minlength=logits.size(0))[:self.num_stuff]
+            channel.flatten(), minlength=logits.size(-1))[:self.num_stuff]
         stuff_ids = torch.arange(self.num_things, void, device=channel.device)
         stuff_ids[stuff_area < self.stuff_area_thr] = void
-        instance_ids = results.labels + INSTANCE_OFFSET * torch.arange(
-            1, len(results) + 1, device=channel.device)
         ids = torch.cat([stuff_ids, instance_ids])[channel]
         return PixelData(sem_seg=ids[None])
 
