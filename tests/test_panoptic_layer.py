@@ -1,5 +1,7 @@
 """The unified panoptic layer on small handmade examples."""
+import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.structures import InstanceData
 
 from mmdet.evaluation.functional import INSTANCE_OFFSET
@@ -142,3 +144,43 @@ def test_postprocess_of_an_image_shorter_than_the_stuff_classes():
                                  bboxes=torch.zeros(0, 4)),
             dict(img_shape=(3, 5), ori_shape=(3, 5)))
     assert (pan.sem_seg == T + 7).all()
+
+
+def dense_upsampled_argmax(logits, boxes, size):
+    """Reference: every channel upsampled over the whole image, -inf
+    outside the boxes, argmax. Also returns the margin of the winner."""
+    full = F.interpolate(logits[None], size=size, mode='bilinear',
+                         align_corners=False)[0]
+    ys = torch.arange(size[0])[:, None] + 0.5
+    xs = torch.arange(size[1])[None] + 0.5
+    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        inside = (ys >= y1) & (ys <= y2) & (xs >= x1) & (xs <= x2)
+        full[S + k][~inside] = float('-inf')
+    top2 = full.topk(2, dim=0).values
+    return full.argmax(0), top2[0] - top2[1]
+
+
+@pytest.mark.parametrize('sizes', [((13, 17), (50, 70)), ((20, 12), (77, 45)),
+                                   ((9, 9), (9, 9)), ((6, 30), (11, 200))])
+def test_argmax_over_boxes_matches_the_dense_argmax(sizes):
+    """Instance channels upsampled over their boxes only give the argmax of
+    all channels upsampled over the whole image, -inf outside the boxes:
+    boxes of every size, across the border, nested and overlapping."""
+    (h, w), (out_h, out_w) = sizes
+    gen = torch.Generator().manual_seed(h * w)
+    n = 12
+    logits = torch.randn(S + n, h, w, generator=gen)
+    logits[S:] += 0.5  # instances win about half of their boxes
+    corner = torch.rand(n, 2, generator=gen) * torch.tensor([out_w, out_h])
+    extent = torch.rand(n, 2, generator=gen)**2 * torch.tensor(
+        [out_w, out_h]) * 1.2
+    boxes = torch.cat([corner - extent / 4, corner + extent], 1)
+
+    channel = layer()._upsampled_argmax(logits, boxes, (out_h, out_w))
+
+    expected, margin = dense_upsampled_argmax(logits, boxes, (out_h, out_w))
+    assert (expected >= S).any() and (expected < S).any()
+    # Rounding may only flip pixels where two channels tie.
+    differ = channel != expected
+    assert (margin[differ] < 1e-5).all()
+    assert differ.float().mean() < 1e-3

@@ -27,6 +27,8 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi, scale_boxes
 from mmdet.utils import ConfigType, InstanceList, reduce_mean
 
+from .pixel_windows import pixel_windows
+
 ATTENTIONS = ('vector', 'full', 'factored')
 # Pasting N masks at once samples N x window floats; paste in chunks of about
 # this many pixels to bound the memory.
@@ -259,40 +261,22 @@ class InstancePredictionModule(BaseModule):
         the whole image: bilinear sampling of a 56 x 56 mask with zero
         padding is 0 farther than half a mask pixel outside the box, so the
         windows give exactly the pixels of mmdet's full-image
-        ``_do_paste_mask``. Windows of similar size are padded to one size,
-        so each size class is pasted by one ``grid_sample`` and one scatter.
+        ``_do_paste_mask``, with one ``grid_sample`` and one scatter per
+        group of windows (:func:`pixel_windows`).
         """
         img_h, img_w = img_shape
         masks = probs.new_zeros((len(probs), img_h, img_w), dtype=torch.bool)
         if len(probs) == 0:
             return masks
         half_pixel = (bboxes[:, 2:] - bboxes[:, :2]) / (2 * self.mask_size)
-        size = bboxes.new_tensor([img_w, img_h])
-        start = (bboxes[:, :2] - half_pixel).floor().clamp(min=0)
-        extent = (torch.minimum((bboxes[:, 2:] + half_pixel).ceil(), size) -
-                  start).clamp(min=1)
-        # Windows of one size class (powers of 2 of the longer side) are
-        # padded to the largest among them, so a large box does not inflate
-        # the windows of the small ones.
-        size_class = extent.amax(1).log2().ceil()
-        for same_size in size_class.unique():
-            idx = (size_class == same_size).nonzero()[:, 0]
-            window = extent[idx].amax(0)
-            # Windows that would cross the image's far edge are moved inside
-            # it; they still cover their boxes.
-            window_start = torch.minimum(start[idx], size - window).long()
-            window_w, window_h = window.long().tolist()
-            offsets_x = torch.arange(window_w, device=probs.device)
-            offsets_y = torch.arange(window_h, device=probs.device)
-            chunk = max(1, PASTE_CHUNK_PIXELS // (window_h * window_w))
-            for part, part_start in zip(idx.split(chunk),
-                                        window_start.split(chunk)):
-                xs = part_start[:, :1] + offsets_x
-                ys = part_start[:, 1:] + offsets_y
-                windows = self._sample_windows(probs[part], bboxes[part], xs,
-                                               ys)
-                masks[part[:, None, None], ys[:, :, None],
-                      xs[:, None, :]] = windows >= self.mask_thr
+        start = (bboxes[:, :2] - half_pixel).floor().clamp(min=0).long()
+        end = torch.minimum((bboxes[:, 2:] + half_pixel).ceil(),
+                            bboxes.new_tensor([img_w, img_h])).long()
+        for part, xs, ys in pixel_windows(start, end, img_shape,
+                                          PASTE_CHUNK_PIXELS):
+            windows = self._sample_windows(probs[part], bboxes[part], xs, ys)
+            masks[part[:, None, None], ys[:, :, None],
+                  xs[:, None, :]] = windows >= self.mask_thr
         return masks
 
     @staticmethod

@@ -22,7 +22,30 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
 
+from .pixel_windows import pixel_windows
+
 IGNORE_INDEX = 255
+# Instance logits upsampled at once over their boxes (a bound on memory).
+INSTANCE_CHUNK_PIXELS = 2**24
+
+
+def _upsample_at(images: Tensor, xs: Tensor, ys: Tensor,
+                 size: Tuple[int, int]) -> Tensor:
+    """(m, len(ys), len(xs)): each of the m single-channel ``images`` (m, h,
+    w) bilinearly upsampled to ``size`` as ``F.interpolate(mode='bilinear',
+    align_corners=False)`` does, at its own columns ``xs`` (m, *) and rows
+    ``ys`` (m, *) only."""
+    grid_x = (xs + 0.5) / size[1] * 2 - 1
+    grid_y = (ys + 0.5) / size[0] * 2 - 1
+    grid = torch.stack(
+        torch.broadcast_tensors(grid_x[:, None, :], grid_y[:, :, None]), 3)
+    # 'border' repeats the edge pixels, as interpolate clamps its taps.
+    return F.grid_sample(images[:, None], grid.to(images.dtype),
+                         padding_mode='border', align_corners=False)[:, 0]
+
+
+def _in_range(index: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    return (index >= start) & (index < end)
 
 
 @MODELS.register_module()
@@ -229,28 +252,81 @@ class UnifiedPanopticLayer(BaseModule):
             logits = torch.cat(
                 [logits[:self.num_stuff], logits[self.num_stuff:][keep]])
             instance_ids, boxes = instance_ids[keep], boxes[keep]
-        # Channels last: the argmax over classes then reads contiguous memory.
-        logits = F.interpolate(
-            logits[None].contiguous(memory_format=torch.channels_last),
-            size=(ori_h, ori_w), mode='bilinear',
-            align_corners=False)[0].permute(1, 2, 0)
-        if self.suppress_outside_box and len(boxes):
-            scale = boxes.new_tensor([ori_w / img_w, ori_h / img_h] * 2)
-            # -inf outside the box, as two broadcast penalties (H, 1, n)
-            # and (1, W, n) rather than an (H, W, n) mask.
-            inside_y, inside_x = self._inside_box_axes(
-                boxes * scale, (ori_h, ori_w))
-            things = logits[..., self.num_stuff:]
-            things.add_(self._penalty(inside_y)[:, None])
-            things.add_(self._penalty(inside_x)[None])
-        channel = logits.argmax(-1)
+        if self.suppress_outside_box:
+            boxes = boxes * boxes.new_tensor([ori_w / img_w, ori_h / img_h] * 2)
+        else:
+            boxes = boxes.new_tensor([[0, 0, ori_w, ori_h]]).expand_as(boxes)
+        channel = self._upsampled_argmax(logits, boxes, (ori_h, ori_w))
 
         stuff_area = torch.bincount(
-            channel.flatten(), minlength=logits.size(-1))[:self.num_stuff]
+            channel.flatten(), minlength=self.num_stuff)[:self.num_stuff]
         stuff_ids = torch.arange(self.num_things, void, device=channel.device)
         stuff_ids[stuff_area < self.stuff_area_thr] = void
         ids = torch.cat([stuff_ids, instance_ids])[channel]
         return PixelData(sem_seg=ids[None])
+
+    def _upsampled_argmax(self, logits: Tensor, boxes: Tensor,
+                          size: Tuple[int, int]) -> Tensor:
+        """(H, W) argmax over the channels of ``logits`` (num_stuff + n, h,
+        w) upsampled bilinearly to ``size`` (as ``F.interpolate`` with
+        ``align_corners=False``), each of the n instance channels at -inf
+        outside its box (``boxes`` (n, 4), output pixels).
+
+        The stuff channels are upsampled over the whole image; an instance
+        channel only over its box, so the cost grows with the boxes' area,
+        not with n x H x W. Ties go to the lower channel, as in ``argmax``.
+        """
+        channels_last = torch.channels_last
+        stuff = F.interpolate(
+            logits[None, :self.num_stuff].contiguous(
+                memory_format=channels_last),
+            size=size, mode='bilinear', align_corners=False)[0]
+        stuff_best, channel = stuff.permute(1, 2, 0).max(-1)
+        if len(boxes) == 0:
+            return channel
+        thing_best, instance = self._best_instance(logits[self.num_stuff:],
+                                                   boxes, size)
+        return torch.where(thing_best > stuff_best, self.num_stuff + instance,
+                           channel)
+
+    @staticmethod
+    def _best_instance(logits: Tensor, boxes: Tensor,
+                       size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """Per pixel, the highest upsampled instance logit among the boxes
+        holding the pixel's centre, and its instance (the first one on ties):
+        (H, W) float, -inf where no box is, and (H, W) long.
+
+        Args:
+            logits (Tensor): (n, h, w), one channel per instance.
+            boxes (Tensor): (n, 4) in output pixels.
+            size (tuple[int, int]): (H, W).
+        """
+        img_h, img_w = size
+        # Pixel x lies in a box when x + 0.5 is in [x1, x2].
+        start = (boxes[:, :2] - 0.5).ceil().clamp(min=0).long()
+        end = torch.minimum((boxes[:, 2:] - 0.5).floor().long() + 1,
+                            start.new_tensor([img_w, img_h]))
+        best = logits.new_full((img_h * img_w, ), float('-inf'))
+        windows = []
+        for part, xs, ys in pixel_windows(start, end, size,
+                                          INSTANCE_CHUNK_PIXELS):
+            values = _upsample_at(logits[part], xs, ys, size)
+            inside = _in_range(ys, start[part, 1:], end[part, 1:])[:, :, None] \
+                & _in_range(xs, start[part, :1], end[part, :1])[:, None]
+            values.masked_fill_(~inside, float('-inf'))
+            pixels = ys[:, :, None] * img_w + xs[:, None]
+            best.scatter_reduce_(0, pixels.flatten(), values.flatten(), 'amax')
+            windows.append((part, pixels, values))
+        # n stands for "no instance" and loses every 'amin'.
+        none = len(logits)
+        instance = torch.full_like(best, none, dtype=torch.long)
+        for part, pixels, values in windows:
+            wins = (values == best.take(pixels)) & (values > float('-inf'))
+            instance.scatter_reduce_(
+                0, pixels.flatten(),
+                torch.where(wins, part[:, None, None], none).flatten(),
+                'amin')
+        return best.view(size), instance.view(size)
 
     def _duplicates(self, logits: Tensor, boxes: Tensor) -> Tensor:
         """(n,) bool: instances whose own mask overlaps that of an earlier
@@ -281,8 +357,3 @@ class UnifiedPanopticLayer(BaseModule):
         xs = torch.arange(size[1], device=boxes.device)[:, None] + 0.5
         return ((ys >= boxes[:, 1]) & (ys <= boxes[:, 3]),
                 (xs >= boxes[:, 0]) & (xs <= boxes[:, 2]))
-
-    @staticmethod
-    def _penalty(inside: Tensor) -> Tensor:
-        return torch.zeros_like(inside, dtype=torch.float).masked_fill_(
-            ~inside, float('-inf'))
