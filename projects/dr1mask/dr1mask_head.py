@@ -12,8 +12,9 @@ instance embedding and the context it modulates consistent.
 Target assignment, the positives' bookkeeping and the NMS that carries the
 embeddings of the kept detections are mmdet's CondInst box head, itself FCOS
 (its per-location ``param_preds`` are our embeddings). The context maps are
-needed at every location; the embeddings only at the positives (training)
-and at the detections kept by NMS (test), where alone they are computed.
+needed at every location. At test time the embeddings are needed only at the
+detections kept by NMS, and only there are they computed; in training they
+are computed densely, since CondInst gathers the positives' from dense maps.
 """
 from typing import List, Optional, Tuple
 
@@ -55,9 +56,9 @@ class DR1MaskHead(CondInstBboxHead):
     def _init_layers(self) -> None:
         super()._init_layers()
         # CondInst's forward hands the box-tower features to `controller`;
-        # they pass through unchanged, so that the top layer can be applied
-        # densely for the context maps only (DR1Basis needs them everywhere)
-        # and for the embeddings only where they are used.
+        # they pass through unchanged, so that at test time the top layer
+        # can be applied densely for the context maps only (DR1Basis needs
+        # them everywhere) and for the embeddings only at the detections.
         self.controller = nn.Identity()
         # The top layer, initialised N(0, 0.01), bias 0, by FCOSHead's
         # init_cfg. Output channels: [embedding ; context].
