@@ -54,3 +54,19 @@ def test_quickest_run_writes_every_row(tmp_path, capsys):
     for title in ('pan / Panoptic-FPN', 'inst / CondInst', 'pan / inst',
                   'pan / FCOS', 'DR1Mask pan by stage'):
         assert title in printed
+
+
+def test_models_get_the_same_random_weights_on_every_build():
+    """Random weights decide which detections are kept, so every run must
+    time the same ones."""
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    tool = load_tool()
+    first, second = (tool.build_model('dr1mask_instance', torch.device('cpu'))
+                     for _ in range(2))
+    torch.rand(1)  # whatever the global generator did in between
+    third = tool.build_model('dr1mask_instance', torch.device('cpu'))
+    for model in (second, third):
+        for (name, a), b in zip(first.state_dict().items(),
+                                model.state_dict().values()):
+            assert torch.equal(a, b), name

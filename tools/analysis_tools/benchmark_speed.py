@@ -208,9 +208,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def build_model(name: str, device: torch.device) -> nn.Module:
-    """The model of ``CONFIGS[name]`` with random weights, in eval mode."""
+    """The model of ``CONFIGS[name]`` with random weights, in eval mode.
+
+    The weights are seeded: they decide which locations and boxes survive
+    NMS and how many duplicates the panoptic layer drops, so unseeded runs
+    would time different work."""
     cfg = Config.fromfile(CONFIGS[name])
     cfg.model.backbone.init_cfg = None  # no weights to download here
+    torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
     return model.to(device).eval()
