@@ -25,23 +25,49 @@ from mmdet.utils import InstanceList
 from .pixel_windows import pixel_windows
 
 IGNORE_INDEX = 255
-# Instance logits upsampled at once over their boxes (a bound on memory).
+# Bounds on memory: instance logits upsampled at once over their boxes, and
+# boundary pixels whose stuff logits are upsampled at once.
 INSTANCE_CHUNK_PIXELS = 2**24
+BOUNDARY_CHUNK_PIXELS = 2**16
+
+
+def _grid(index: Tensor, size: int) -> Tensor:
+    """``grid_sample`` coordinates (``align_corners=False``) of the centres
+    of pixels ``index`` of an output ``size`` pixels long. With
+    ``padding_mode='border'``, sampling there upsamples bilinearly exactly
+    as ``F.interpolate(align_corners=False)``, which clamps at the edges."""
+    return (index + 0.5) / size * 2 - 1
 
 
 def _upsample_at(images: Tensor, xs: Tensor, ys: Tensor,
                  size: Tuple[int, int]) -> Tensor:
     """(m, len(ys), len(xs)): each of the m single-channel ``images`` (m, h,
-    w) bilinearly upsampled to ``size`` as ``F.interpolate(mode='bilinear',
-    align_corners=False)`` does, at its own columns ``xs`` (m, *) and rows
+    w) upsampled to ``size``, at its own columns ``xs`` (m, *) and rows
     ``ys`` (m, *) only."""
-    grid_x = (xs + 0.5) / size[1] * 2 - 1
-    grid_y = (ys + 0.5) / size[0] * 2 - 1
     grid = torch.stack(
-        torch.broadcast_tensors(grid_x[:, None, :], grid_y[:, :, None]), 3)
-    # 'border' repeats the edge pixels, as interpolate clamps its taps.
+        torch.broadcast_tensors(_grid(xs, size[1])[:, None, :],
+                                _grid(ys, size[0])[:, :, None]), 3)
     return F.grid_sample(images[:, None], grid.to(images.dtype),
                          padding_mode='border', align_corners=False)[:, 0]
+
+
+def _upsample_points(image: Tensor, xs: Tensor, ys: Tensor,
+                     size: Tuple[int, int]) -> Tensor:
+    """(C, m): ``image`` (C, h, w) upsampled to ``size``, at the m pixels
+    (``ys``, ``xs``) only."""
+    grid = torch.stack([_grid(xs, size[1]), _grid(ys, size[0])], 1)
+    return F.grid_sample(image[None], grid[None, None].to(image.dtype),
+                         padding_mode='border', align_corners=False)[0, :, 0]
+
+
+def _source_pixels(size_in: int, size_out: int,
+                   device: torch.device) -> Tuple[Tensor, Tensor]:
+    """The two source indices that bilinear upsampling (``align_corners=
+    False``) blends for each output index along one axis: (size_out,) x 2.
+    """
+    src = ((torch.arange(size_out, device=device) + 0.5) *
+           (size_in / size_out) - 0.5).clamp(min=0).long()
+    return src, (src + 1).clamp(max=size_in - 1)
 
 
 def _in_range(index: Tensor, start: Tensor, end: Tensor) -> Tensor:
@@ -272,22 +298,46 @@ class UnifiedPanopticLayer(BaseModule):
         ``align_corners=False``), each of the n instance channels at -inf
         outside its box (``boxes`` (n, 4), output pixels).
 
-        The stuff channels are upsampled over the whole image; an instance
-        channel only over its box, so the cost grows with the boxes' area,
-        not with n x H x W. Ties go to the lower channel, as in ``argmax``.
+        An instance channel is upsampled only over its box, so the cost
+        grows with the boxes' area, not with n x H x W; stuff channels only
+        near boundaries (:meth:`_best_stuff`). Ties go to the lower channel,
+        as in ``argmax``.
         """
-        channels_last = torch.channels_last
-        stuff = F.interpolate(
-            logits[None, :self.num_stuff].contiguous(
-                memory_format=channels_last),
-            size=size, mode='bilinear', align_corners=False)[0]
-        stuff_best, channel = stuff.permute(1, 2, 0).max(-1)
+        stuff_best, channel = self._best_stuff(logits[:self.num_stuff], size)
         if len(boxes) == 0:
             return channel
         thing_best, instance = self._best_instance(logits[self.num_stuff:],
                                                    boxes, size)
         return torch.where(thing_best > stuff_best, self.num_stuff + instance,
                            channel)
+
+    @staticmethod
+    def _best_stuff(logits: Tensor,
+                    size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """Per pixel, the highest upsampled stuff logit and its channel:
+        (H, W) float and (H, W) long, from ``logits`` (num_stuff, h, w).
+
+        An upsampled pixel is a convex combination of its (up to) four
+        source pixels, so where these share their argmax c, c wins the pixel
+        and its value there is the upsampled maximum over the channels. Only
+        the other pixels, along the boundaries of the low-resolution argmax,
+        need every channel upsampled.
+        """
+        best, channel = logits.max(0)
+        rows, cols = (_source_pixels(n_in, n_out, logits.device)
+                      for n_in, n_out in zip(logits.shape[1:], size))
+        upper, lower = channel[rows[0]], channel[rows[1]]
+        channel = upper[:, cols[0]]
+        boundary = (channel != upper[:, cols[1]]) \
+            | (channel != lower[:, cols[0]]) | (channel != lower[:, cols[1]])
+        best = F.interpolate(best[None, None], size=size, mode='bilinear',
+                             align_corners=False)[0, 0]
+        ys, xs = boundary.nonzero(as_tuple=True)
+        for y, x in zip(ys.split(BOUNDARY_CHUNK_PIXELS),
+                        xs.split(BOUNDARY_CHUNK_PIXELS)):
+            best[y, x], channel[y, x] = _upsample_points(logits, x, y,
+                                                         size).max(0)
+        return best, channel
 
     @staticmethod
     def _best_instance(logits: Tensor, boxes: Tensor,
