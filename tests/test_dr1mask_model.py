@@ -182,3 +182,15 @@ def test_detections_carry_the_dense_top_layer_embedding_of_their_location(
     ])
     torch.testing.assert_close(detections.param_preds, expected,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoints_with_the_top_layer_named_controller_still_load():
+    model = build_model(small_model_cfg(panoptic=False))
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    old_style = {
+        key.replace('bbox_head.top_layer.', 'bbox_head.controller.'): value
+        + 1 for key, value in state.items()
+    }
+    model.load_state_dict(old_style)
+    torch.testing.assert_close(model.bbox_head.top_layer.weight,
+                               state['bbox_head.top_layer.weight'] + 1)

@@ -68,6 +68,16 @@ class DR1MaskHead(CondInstBboxHead):
             3,
             padding=1)
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str,
+                              *args, **kwargs) -> None:
+        # Checkpoints written before the top layer was split from CondInst's
+        # `controller` (now an identity) hold its weights under that name.
+        for name in ('weight', 'bias'):
+            old = f'{prefix}controller.{name}'
+            if old in state_dict:
+                state_dict[f'{prefix}top_layer.{name}'] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward_single(self, x: Tensor, scale: Scale,
                        stride: int) -> Tuple[Tensor, ...]:
         """One FPN level.
