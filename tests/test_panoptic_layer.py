@@ -6,7 +6,9 @@ from mmengine.structures import InstanceData
 
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 
-from projects.dr1mask.panoptic_layer import IGNORE_INDEX, UnifiedPanopticLayer
+from projects.dr1mask.panoptic_layer import (IGNORE_INDEX,
+                                             UnifiedPanopticLayer,
+                                             basis_coordinates)
 
 T, S, D = 2, 2, 3  # things 0, 1; stuff 2, 3
 X = IGNORE_INDEX
@@ -146,6 +148,16 @@ def test_postprocess_of_an_image_shorter_than_the_stuff_classes():
     assert (pan.sem_seg == T + 7).all()
 
 
+def output_coordinates(logits, size):
+    """Basis coordinates of the output pixels, at stride 1 from an input of
+    the basis' size: the upsampling is then F.interpolate's
+    (align_corners=False), which the references below use."""
+    return [
+        basis_coordinates(n_out, n_in, n_in, 1, 'cpu')
+        for n_out, n_in in zip(size, logits.shape[1:])
+    ]
+
+
 def dense_upsampled_argmax(logits, boxes, size):
     """Reference: every channel upsampled over the whole image, -inf
     outside the boxes, argmax. Also returns the margin of the winner."""
@@ -176,7 +188,8 @@ def test_argmax_over_boxes_matches_the_dense_argmax(sizes):
         [out_w, out_h]) * 1.2
     boxes = torch.cat([corner - extent / 4, corner + extent], 1)
 
-    channel = layer()._upsampled_argmax(logits, boxes, (out_h, out_w))
+    channel = layer()._upsampled_argmax(
+        logits, boxes, *output_coordinates(logits, (out_h, out_w)))
 
     expected, margin = dense_upsampled_argmax(logits, boxes, (out_h, out_w))
     assert (expected >= S).any() and (expected < S).any()
@@ -198,7 +211,8 @@ def test_best_stuff_matches_the_dense_max(sizes, smoothness):
                          generator=gen)
     logits = F.interpolate(coarse[None], size=(h, w), mode='bilinear')[0]
 
-    best, channel = UnifiedPanopticLayer._best_stuff(logits, size)
+    best, channel = UnifiedPanopticLayer._best_stuff(
+        logits, *output_coordinates(logits, size))
 
     dense = F.interpolate(logits[None], size=size, mode='bilinear',
                           align_corners=False)[0]
@@ -206,3 +220,55 @@ def test_best_stuff_matches_the_dense_max(sizes, smoothness):
     torch.testing.assert_close(best, top2[0])
     differ = channel != dense.argmax(0)
     assert ((top2[0] - top2[1])[differ] < 1e-5).all()
+
+
+def test_each_location_comes_back_centred_on_the_pixel_it_was_trained_on():
+    """`targets` trains basis location j on pixel stride * j; the prediction
+    of one location must come back centred on that pixel (interpolating with
+    align_corners=False would shift it by (stride - 1) / 2)."""
+    stride = 4
+    panoptic = layer(basis_stride=stride)
+    sem_seg = torch.full((24, 24), T)  # stuff 0 everywhere ...
+    sem_seg[8, 12] = T + 1  # ... but stuff 1 on one pixel
+    target = panoptic.targets(sem_seg, torch.zeros(0, 24, 24, dtype=bool),
+                              torch.zeros(0, dtype=bool))
+    assert (target == 1).nonzero().tolist() == [[2, 3]]
+    pan = panoptic.postprocess(
+        one_hot_logits(target, S), InstanceData(
+            labels=torch.zeros(0, dtype=torch.long),
+            bboxes=torch.zeros(0, 4)), dict(img_shape=(24, 24),
+                                            ori_shape=(24, 24)))
+    ys, xs = (pan.sem_seg[0] == T + 1).nonzero().float().T
+    assert len(ys) > 0
+    assert (ys.mean().item(), xs.mean().item()) == (8.0, 12.0)
+
+
+def test_upsampling_covers_an_input_not_a_multiple_of_the_stride():
+    panoptic = layer(basis_stride=4)
+    logits = torch.zeros(S, 3, 4)  # ceil(10 / 4) x ceil(13 / 4)
+    logits[1, -1, -1] = 1  # only the last location is stuff 1
+    pan = panoptic.postprocess(logits, InstanceData(
+        labels=torch.zeros(0, dtype=torch.long),
+        bboxes=torch.zeros(0, 4)), dict(img_shape=(10, 13),
+                                        ori_shape=(10, 13)))
+    assert pan.sem_seg.shape == (1, 10, 13)
+    # Location (2, 3) is pixel (8, 12), location (1, 2) pixel (4, 8): stuff 1
+    # rises from zero past those, and past (8, 12) the edge is repeated.
+    assert pan.sem_seg[0, 5:, 9:].eq(T + 1).all()
+    assert pan.sem_seg[0, :5].eq(T).all() and pan.sem_seg[0, :, :9].eq(T).all()
+
+
+def test_stride_4_upsampling_matches_interpolation_through_the_locations():
+    """At stride 4, without resizing, the output is F.interpolate with
+    align_corners=True through one pixel per location (pixels 0, 4, 8, ...)
+    with the last location repeated."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(S, 5, 7, generator=gen)
+    coords = [basis_coordinates(n * 4 - 2, n * 4 - 2, n, 4, 'cpu')
+              for n in (5, 7)]
+    best, channel = UnifiedPanopticLayer._best_stuff(logits, *coords)
+    through = F.interpolate(
+        F.pad(logits[None], (0, 1, 0, 1), mode='replicate'),
+        size=(5 * 4 + 1, 7 * 4 + 1), mode='bilinear',
+        align_corners=True)[0, :, :18, :26]
+    torch.testing.assert_close(best, through.amax(0))

@@ -31,43 +31,49 @@ INSTANCE_CHUNK_PIXELS = 2**24
 BOUNDARY_CHUNK_PIXELS = 2**16
 
 
-def _grid(index: Tensor, size: int) -> Tensor:
-    """``grid_sample`` coordinates (``align_corners=False``) of the centres
-    of pixels ``index`` of an output ``size`` pixels long. With
-    ``padding_mode='border'``, sampling there upsamples bilinearly exactly
-    as ``F.interpolate(align_corners=False)``, which clamps at the edges."""
-    return (index + 0.5) / size * 2 - 1
+def basis_coordinates(size_out: int, size_in: int, size_basis: int,
+                      stride: int, device: torch.device) -> Tensor:
+    """(size_out,) along one axis, where each pixel of the output (original)
+    image lies on the basis F, in basis locations.
 
-
-def _upsample_at(images: Tensor, xs: Tensor, ys: Tensor,
-                 size: Tuple[int, int]) -> Tensor:
-    """(m, len(ys), len(xs)): each of the m single-channel ``images`` (m, h,
-    w) upsampled to ``size``, at its own columns ``xs`` (m, *) and rows
-    ``ys`` (m, *) only."""
-    grid = torch.stack(
-        torch.broadcast_tensors(_grid(xs, size[1])[:, None, :],
-                                _grid(ys, size[0])[:, :, None]), 3)
-    return F.grid_sample(images[:, None], grid.to(images.dtype),
-                         padding_mode='border', align_corners=False)[:, 0]
-
-
-def _upsample_points(image: Tensor, xs: Tensor, ys: Tensor,
-                     size: Tuple[int, int]) -> Tensor:
-    """(C, m): ``image`` (C, h, w) upsampled to ``size``, at the m pixels
-    (``ys``, ``xs``) only."""
-    grid = torch.stack([_grid(xs, size[1]), _grid(ys, size[0])], 1)
-    return F.grid_sample(image[None], grid[None, None].to(image.dtype),
-                         padding_mode='border', align_corners=False)[0, :, 0]
-
-
-def _source_pixels(size_in: int, size_out: int,
-                   device: torch.device) -> Tuple[Tensor, Tensor]:
-    """The two source indices that bilinear upsampling (``align_corners=
-    False``) blends for each output index along one axis: (size_out,) x 2.
+    Location j of F is input pixel ``stride * j``: aligned upsampling
+    centres F on the pixels that the backbone's stride-2 convolutions
+    centre, and :meth:`UnifiedPanopticLayer.targets` trains location j on
+    that pixel. Output pixel Y is input pixel ``(Y + 0.5) * size_in /
+    size_out - 0.5``. Past the last location, the edge is repeated.
     """
-    src = ((torch.arange(size_out, device=device) + 0.5) *
-           (size_in / size_out) - 0.5).clamp(min=0).long()
-    return src, (src + 1).clamp(max=size_in - 1)
+    pixel = (torch.arange(size_out, device=device) + 0.5) * \
+        (size_in / size_out) - 0.5
+    return (pixel / stride).clamp(0, size_basis - 1)
+
+
+def _grid(coords: Tensor, size: int) -> Tensor:
+    """``grid_sample`` coordinates (``align_corners=True``) of the basis
+    coordinates ``coords`` along an axis of ``size`` locations."""
+    return coords / max(size - 1, 1) * 2 - 1
+
+
+def _upsample_at(images: Tensor, coords_x: Tensor,
+                 coords_y: Tensor) -> Tensor:
+    """(m, *, *): each of the m single-channel ``images`` (m, h, w) sampled
+    bilinearly at its own basis coordinates ``coords_y`` (m, *) x
+    ``coords_x`` (m, *)."""
+    grid = torch.stack(
+        torch.broadcast_tensors(
+            _grid(coords_x, images.size(2))[:, None, :],
+            _grid(coords_y, images.size(1))[:, :, None]), 3)
+    return F.grid_sample(images[:, None], grid.to(images.dtype),
+                         padding_mode='border', align_corners=True)[:, 0]
+
+
+def _upsample_points(image: Tensor, coords_x: Tensor,
+                     coords_y: Tensor) -> Tensor:
+    """(C, m): ``image`` (C, h, w) sampled bilinearly at m points given by
+    their basis coordinates."""
+    grid = torch.stack([_grid(coords_x, image.size(2)),
+                        _grid(coords_y, image.size(1))], 1)
+    return F.grid_sample(image[None], grid[None, None].to(image.dtype),
+                         padding_mode='border', align_corners=True)[0, :, 0]
 
 
 def _in_range(index: Tensor, start: Tensor, end: Tensor) -> Tensor:
@@ -274,7 +280,7 @@ class UnifiedPanopticLayer(BaseModule):
         if self.mask_nms_thr < 1 and len(results) > 1:
             # Duplicates are found at the basis stride (16x fewer pixels) and
             # lose their channels before the upsampling.
-            keep = ~self._duplicates(logits, boxes / self.basis_stride)
+            keep = ~self._duplicates(logits, boxes)
             logits = torch.cat(
                 [logits[:self.num_stuff], logits[self.num_stuff:][keep]])
             instance_ids, boxes = instance_ids[keep], boxes[keep]
@@ -282,7 +288,13 @@ class UnifiedPanopticLayer(BaseModule):
             boxes = boxes * boxes.new_tensor([ori_w / img_w, ori_h / img_h] * 2)
         else:
             boxes = boxes.new_tensor([[0, 0, ori_w, ori_h]]).expand_as(boxes)
-        channel = self._upsampled_argmax(logits, boxes, (ori_h, ori_w))
+        stride = self.basis_stride
+        coords = [
+            basis_coordinates(n_out, n_in, n_basis, stride, logits.device)
+            for n_out, n_in, n_basis in zip((ori_h, ori_w), (img_h, img_w),
+                                            logits.shape[1:])
+        ]
+        channel = self._upsampled_argmax(logits, boxes, *coords)
 
         stuff_area = torch.bincount(
             channel.flatten(), minlength=self.num_stuff)[:self.num_stuff]
@@ -292,65 +304,71 @@ class UnifiedPanopticLayer(BaseModule):
         return PixelData(sem_seg=ids[None])
 
     def _upsampled_argmax(self, logits: Tensor, boxes: Tensor,
-                          size: Tuple[int, int]) -> Tensor:
+                          coords_y: Tensor, coords_x: Tensor) -> Tensor:
         """(H, W) argmax over the channels of ``logits`` (num_stuff + n, h,
-        w) upsampled bilinearly to ``size`` (as ``F.interpolate`` with
-        ``align_corners=False``), each of the n instance channels at -inf
-        outside its box (``boxes`` (n, 4), output pixels).
+        w) sampled bilinearly at the basis coordinates ``coords_y`` (H,) x
+        ``coords_x`` (W,) of the output pixels (:func:`basis_coordinates`),
+        each of the n instance channels at -inf outside its box (``boxes``
+        (n, 4), output pixels).
 
         An instance channel is upsampled only over its box, so the cost
         grows with the boxes' area, not with n x H x W; stuff channels only
         near boundaries (:meth:`_best_stuff`). Ties go to the lower channel,
         as in ``argmax``.
         """
-        stuff_best, channel = self._best_stuff(logits[:self.num_stuff], size)
+        stuff_best, channel = self._best_stuff(logits[:self.num_stuff],
+                                               coords_y, coords_x)
         if len(boxes) == 0:
             return channel
         thing_best, instance = self._best_instance(logits[self.num_stuff:],
-                                                   boxes, size)
+                                                   boxes, coords_y, coords_x)
         return torch.where(thing_best > stuff_best, self.num_stuff + instance,
                            channel)
 
     @staticmethod
-    def _best_stuff(logits: Tensor,
-                    size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-        """Per pixel, the highest upsampled stuff logit and its channel:
-        (H, W) float and (H, W) long, from ``logits`` (num_stuff, h, w).
+    def _best_stuff(logits: Tensor, coords_y: Tensor,
+                    coords_x: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per output pixel, the highest upsampled stuff logit and its
+        channel: (H, W) float and (H, W) long, from ``logits`` (num_stuff,
+        h, w).
 
         An upsampled pixel is a convex combination of its (up to) four
-        source pixels, so where these share their argmax c, c wins the pixel
-        and its value there is the upsampled maximum over the channels. Only
-        the other pixels, along the boundaries of the low-resolution argmax,
-        need every channel upsampled.
+        source locations, so where these share their argmax c, c wins the
+        pixel and its value there is the upsampled maximum over the
+        channels. Only the other pixels, along the boundaries of the
+        low-resolution argmax, need every channel upsampled.
         """
         best, channel = logits.max(0)
-        rows, cols = (_source_pixels(n_in, n_out, logits.device)
-                      for n_in, n_out in zip(logits.shape[1:], size))
-        upper, lower = channel[rows[0]], channel[rows[1]]
-        channel = upper[:, cols[0]]
-        boundary = (channel != upper[:, cols[1]]) \
-            | (channel != lower[:, cols[0]]) | (channel != lower[:, cols[1]])
-        best = F.interpolate(best[None, None], size=size, mode='bilinear',
-                             align_corners=False)[0, 0]
+        sizes = logits.shape[1:]
+        (top, bottom), (left, right) = (
+            (coords.long(), (coords.long() + 1).clamp(max=size - 1))
+            for coords, size in zip((coords_y, coords_x), sizes))
+        upper, lower = channel[top], channel[bottom]
+        channel = upper[:, left]
+        boundary = (channel != upper[:, right]) \
+            | (channel != lower[:, left]) | (channel != lower[:, right])
+        best = _upsample_at(best[None], coords_x[None], coords_y[None])[0]
         ys, xs = boundary.nonzero(as_tuple=True)
         for y, x in zip(ys.split(BOUNDARY_CHUNK_PIXELS),
                         xs.split(BOUNDARY_CHUNK_PIXELS)):
-            best[y, x], channel[y, x] = _upsample_points(logits, x, y,
-                                                         size).max(0)
+            best[y, x], channel[y, x] = _upsample_points(
+                logits, coords_x[x], coords_y[y]).max(0)
         return best, channel
 
     @staticmethod
-    def _best_instance(logits: Tensor, boxes: Tensor,
-                       size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-        """Per pixel, the highest upsampled instance logit among the boxes
-        holding the pixel's centre, and its instance (the first one on ties):
-        (H, W) float, -inf where no box is, and (H, W) long.
+    def _best_instance(logits: Tensor, boxes: Tensor, coords_y: Tensor,
+                       coords_x: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per output pixel, the highest upsampled instance logit among the
+        boxes holding the pixel's centre, and its instance (the first one on
+        ties): (H, W) float, -inf where no box is, and (H, W) long.
 
         Args:
             logits (Tensor): (n, h, w), one channel per instance.
             boxes (Tensor): (n, 4) in output pixels.
-            size (tuple[int, int]): (H, W).
+            coords_y, coords_x (Tensor): (H,), (W,) basis coordinates of the
+                output pixels.
         """
+        size = (len(coords_y), len(coords_x))
         img_h, img_w = size
         # Pixel x lies in a box when x + 0.5 is in [x1, x2].
         start = (boxes[:, :2] - 0.5).ceil().clamp(min=0).long()
@@ -360,7 +378,7 @@ class UnifiedPanopticLayer(BaseModule):
         windows = []
         for part, xs, ys in pixel_windows(start, end, size,
                                           INSTANCE_CHUNK_PIXELS):
-            values = _upsample_at(logits[part], xs, ys, size)
+            values = _upsample_at(logits[part], coords_x[xs], coords_y[ys])
             inside = _in_range(ys, start[part, 1:], end[part, 1:])[:, :, None] \
                 & _in_range(xs, start[part, :1], end[part, :1])[:, None]
             values.masked_fill_(~inside, float('-inf'))
@@ -385,10 +403,14 @@ class UnifiedPanopticLayer(BaseModule):
 
         Args:
             logits (Tensor): (num_stuff + n, h, w).
-            boxes (Tensor): (n, 4) in the pixels of ``logits``.
+            boxes (Tensor): (n, 4) in input pixels.
         """
         stuff, things = logits[:self.num_stuff], logits[self.num_stuff:]
-        inside_y, inside_x = self._inside_box_axes(boxes, logits.shape[-2:])
+        # Location j is input pixel stride * j (see basis_coordinates).
+        ys, xs = (torch.arange(size, device=logits.device)[:, None] *
+                  self.basis_stride for size in logits.shape[1:])
+        inside_y = (ys >= boxes[:, 1]) & (ys <= boxes[:, 3])
+        inside_x = (xs >= boxes[:, 0]) & (xs <= boxes[:, 2])
         own = (things > stuff.amax(0)) & inside_y.T[:, :, None] \
             & inside_x.T[:, None, :]
         own = own.flatten(1).float()
@@ -397,13 +419,3 @@ class UnifiedPanopticLayer(BaseModule):
         iou = intersection / (area[:, None] + area[None] - intersection).clamp(
             min=1)
         return (iou.triu(diagonal=1) > self.mask_nms_thr).any(0)
-
-    @staticmethod
-    def _inside_box_axes(boxes: Tensor,
-                         size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-        """(H, n) and (W, n) bool: pixel centres inside each (x1, y1, x2, y2)
-        box along y and along x."""
-        ys = torch.arange(size[0], device=boxes.device)[:, None] + 0.5
-        xs = torch.arange(size[1], device=boxes.device)[:, None] + 0.5
-        return ((ys >= boxes[:, 1]) & (ys <= boxes[:, 3]),
-                (xs >= boxes[:, 0]) & (xs <= boxes[:, 2]))
