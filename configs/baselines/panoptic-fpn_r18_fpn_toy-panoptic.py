@@ -142,9 +142,12 @@ model = dict(
             nms=dict(type='nms', iou_threshold=0.5, class_agnostic=True),
             max_per_img=100,
             mask_thr_binary=0.5),
-        panoptic=dict(mask_overlap=0.5, stuff_area_limit=64)))
+        # The same stuff area limit as DR1Mask's toy config.
+        panoptic=dict(mask_overlap=0.5, stuff_area_limit=512)))
 
-# mmdet's PanopticFPN predicts the panoptic map only: no mask AP for it.
+# mmdet's PanopticFPN predicts the panoptic map only; its box and mask AP
+# come from the same checkpoint through
+# mask-rcnn_r18_fpn_toy-from-panoptic-fpn.py.
 val_evaluator = [dict(
     type='CocoPanopticMetric',
     ann_file='data/toy_panoptic/annotations/panoptic_val.json',
