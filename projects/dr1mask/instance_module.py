@@ -27,7 +27,7 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi, scale_boxes
 from mmdet.utils import ConfigType, InstanceList, reduce_mean
 
-from .pixel_windows import pixel_windows
+from .pixel_windows import pixel_windows, sample_windows
 
 ATTENTIONS = ('vector', 'full', 'factored')
 # Masks are pasted in groups of windows of about this many pixels: the
@@ -275,7 +275,7 @@ class InstancePredictionModule(BaseModule):
                             bboxes.new_tensor([img_w, img_h])).long()
         for part, xs, ys in pixel_windows(start, end, img_shape,
                                           PASTE_CHUNK_PIXELS):
-            windows = self._sample_windows(probs[part], bboxes[part], xs, ys)
+            windows = self._mask_samples(probs[part], bboxes[part], xs, ys)
             pixels = (part[:, None, None] * img_h + ys[:, :, None]) * img_w \
                 + xs[:, None, :]
             masks.view(-1).scatter_(0, pixels.flatten(),
@@ -283,7 +283,7 @@ class InstancePredictionModule(BaseModule):
         return masks
 
     @staticmethod
-    def _sample_windows(probs: Tensor, bboxes: Tensor, xs: Tensor,
+    def _mask_samples(probs: Tensor, bboxes: Tensor, xs: Tensor,
                         ys: Tensor) -> Tensor:
         """Bilinear samples of (n, S, S) masks at the pixel centres of the
         columns ``xs`` (n, w) and rows ``ys`` (n, h), as mmdet's
@@ -293,8 +293,5 @@ class InstancePredictionModule(BaseModule):
         # would zero the infinite grid and smear the mask's centre line.
         grid_x = ((xs.float() + 0.5) - x0) / (x1 - x0).clamp(min=1e-6) * 2 - 1
         grid_y = ((ys.float() + 0.5) - y0) / (y1 - y0).clamp(min=1e-6) * 2 - 1
-        grid = torch.stack(
-            torch.broadcast_tensors(grid_x[:, None, :], grid_y[:, :, None]),
-            dim=3)
-        return F.grid_sample(
-            probs[:, None].float(), grid, align_corners=False)[:, 0]
+        return sample_windows(probs.float(), grid_x, grid_y,
+                              align_corners=False)

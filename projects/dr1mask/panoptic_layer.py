@@ -22,7 +22,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
 
-from .pixel_windows import pixel_windows
+from .pixel_windows import pixel_windows, sample_windows
 
 IGNORE_INDEX = 255
 # Bounds on memory: instance logits upsampled at once over their boxes, and
@@ -58,12 +58,10 @@ def _upsample_at(images: Tensor, coords_x: Tensor,
     """(m, *, *): each of the m single-channel ``images`` (m, h, w) sampled
     bilinearly at its own basis coordinates ``coords_y`` (m, *) x
     ``coords_x`` (m, *)."""
-    grid = torch.stack(
-        torch.broadcast_tensors(
-            _grid(coords_x, images.size(2))[:, None, :],
-            _grid(coords_y, images.size(1))[:, :, None]), 3)
-    return F.grid_sample(images[:, None], grid.to(images.dtype),
-                         padding_mode='border', align_corners=True)[:, 0]
+    return sample_windows(
+        images, _grid(coords_x, images.size(2)),
+        _grid(coords_y, images.size(1)), padding_mode='border',
+        align_corners=True)
 
 
 def _upsample_points(image: Tensor, coords_x: Tensor,

@@ -10,6 +10,7 @@ image per box.
 from typing import Iterator, NamedTuple, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -60,3 +61,14 @@ def pixel_windows(start: Tensor, end: Tensor, img_shape: Tuple[int, int],
                                     window_start.split(chunk)):
             yield PixelWindows(part, part_start[:, :1] + offsets_x,
                                part_start[:, 1:] + offsets_y)
+
+
+def sample_windows(images: Tensor, grid_x: Tensor, grid_y: Tensor,
+                   **grid_sample_args) -> Tensor:
+    """Bilinear samples (m, h, w) of m single-channel ``images`` (m, H', W'),
+    each on its own separable grid: ``grid_sample`` coordinates ``grid_x``
+    (m, w) of its window's columns and ``grid_y`` (m, h) of its rows."""
+    grid = torch.stack(
+        torch.broadcast_tensors(grid_x[:, None, :], grid_y[:, :, None]), 3)
+    return F.grid_sample(images[:, None], grid.to(images.dtype),
+                         **grid_sample_args)[:, 0]
