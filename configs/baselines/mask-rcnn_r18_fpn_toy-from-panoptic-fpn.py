@@ -11,18 +11,12 @@ _base_ = './panoptic-fpn_r18_fpn_toy-panoptic.py'
 # Evaluation only (no train dataloader); the boxes are kept from score 0.05,
 # as for DR1Mask's AP, not from the panoptic fusion's 0.6.
 data_root = 'data/toy_panoptic/'
-thing_classes = ('disk', 'square', 'triangle', 'ring')
 
 model = dict(
     _delete_=True,
     type='MaskRCNN',
-    data_preprocessor=dict(
-        type='DetDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_size_divisor=32,
-        pad_mask=True),
+    # Panoptic-FPN's own; its segmentation padding has nothing to pad here.
+    data_preprocessor={{_base_.model.data_preprocessor}},
     backbone={{_base_.model.backbone}},
     neck={{_base_.model.neck}},
     rpn_head={{_base_.model.rpn_head}},
@@ -50,7 +44,7 @@ val_dataloader = dict(
         _delete_=True,
         type='CocoDataset',
         data_root=data_root,
-        metainfo=dict(classes=thing_classes),
+        metainfo=dict(classes={{_base_.thing_classes}}),
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
         test_mode=True,
