@@ -44,12 +44,13 @@ def small_model_cfg(panoptic: bool = True, attention: str = 'vector',
         stacked_convs=1, norm_cfg=dict(type='GN', num_groups=8))
     model.basis.update(in_channels=64, channels=16, **basis)
     model.mask_head.attention = attention
-    model.semantic_head.update(num_things=NUM_THINGS, in_channels=64,
+    model.semantic_head.update(num_things_classes=NUM_THINGS, in_channels=64,
                                feat_channels=32)
-    if panoptic:
-        model.panoptic_head.update(num_things=NUM_THINGS, num_stuff=NUM_STUFF,
-                                   stuff_area_thr=0, score_thr=0.0)
     model.test_cfg.score_thr = 0.0
+    if panoptic:
+        model.panoptic_head.update(num_things_classes=NUM_THINGS,
+                                   num_stuff_classes=NUM_STUFF)
+        model.test_cfg.panoptic.update(score_thr=0.0, stuff_area_limit=0)
     return model
 
 

@@ -3,6 +3,7 @@ detection count forced and checked, on a tiny input."""
 import importlib.util
 import json
 
+import pytest
 import torch
 
 from conftest import REPO
@@ -39,16 +40,24 @@ def test_quickest_run_writes_every_row(tmp_path, capsys):
     stages = {f'{m}/{s}' for m in tool.STAGED for s in tool.STAGES
               if s != 'panoptic_layer' or m == 'dr1mask_panoptic'}
     assert models == MODELS | stages
+    by_model = {row['model']: row for row in rows}
     for row in rows:
         assert KEYS <= set(row), row
         assert row['input'] == [64, 64] and row['detections'] == 5
         assert row['median_ms'] > 0, row
-        if row['model'] in MODELS:
-            for key in ('params_m', 'gflops', 'peak_mem_mb'):
-                assert row[key] > 0, (key, row)
-        else:
-            for key in ('params_m', 'gflops', 'peak_mem_mb'):
-                assert row[key] >= 0, (key, row)
+    for model in MODELS:
+        for key in ('params_m', 'gflops', 'peak_mem_mb'):
+            assert by_model[model][key] > 0, (key, model)
+    # The stages are predict's own calls: together they hold all of its
+    # parameters and FLOPs, and the panoptic layer is what the panoptic
+    # model adds.
+    for model in tool.STAGED:
+        stages = [row for name, row in by_model.items()
+                  if name.startswith(f'{model}/')]
+        for key in ('params_m', 'gflops'):
+            assert sum(row[key] for row in stages) == pytest.approx(
+                by_model[model][key], rel=1e-6), (model, key)
+    assert by_model['dr1mask_panoptic/panoptic_layer']['gflops'] > 0
     printed = capsys.readouterr().out
     assert printed == table.read_text()
     for title in ('pan / Panoptic-FPN', 'inst / CondInst', 'pan / inst',

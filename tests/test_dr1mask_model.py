@@ -144,9 +144,9 @@ def test_panoptic_ids_decode_to_valid_classes():
 def test_tensor_mode_needs_no_ground_truth():
     model = build_model(small_model_cfg(panoptic=True))
     outputs = model(torch.rand(2, 3, 68, 92), mode='tensor')
-    cls_scores, _, _, box_feats, contexts, basis = outputs
-    assert len(cls_scores) == len(box_feats) == len(contexts) == 5
-    assert basis.shape == (2, model.basis.channels, 17, 23)
+    assert len(outputs.cls_scores) == len(outputs.box_feats) == 5
+    assert len(outputs.contexts) == len(outputs.fpn) == 5
+    assert outputs.basis.shape == (2, model.basis.channels, 17, 23)
 
 
 @pytest.mark.parametrize('attention', ['vector', 'factored'])
@@ -180,7 +180,7 @@ def test_detections_carry_the_dense_top_layer_embedding_of_their_location(
         for (x, y), stride in zip(detections.points.tolist(),
                                   detections.strides.tolist())
     ])
-    torch.testing.assert_close(detections.param_preds, expected,
+    torch.testing.assert_close(detections.embeddings, expected,
                                rtol=1e-4, atol=1e-4)
 
 
@@ -194,3 +194,42 @@ def test_checkpoints_with_the_top_layer_named_controller_still_load():
     model.load_state_dict(old_style)
     torch.testing.assert_close(model.bbox_head.top_layer.weight,
                                state['bbox_head.top_layer.weight'] + 1)
+
+
+def test_rescale_false_gives_every_output_at_the_input_size():
+    model = build_model(small_model_cfg(panoptic=True))
+    for spec, result in zip(PREDICT_SPECS,
+                            predict(model, PREDICT_SPECS, rescale=False)):
+        assert tuple(result.pred_instances.masks.shape[-2:]) == spec['img_hw']
+        assert tuple(result.pred_panoptic_seg.sem_seg.shape[-2:]) \
+            == spec['img_hw']
+
+
+def test_thresholds_come_from_test_cfg():
+    """Raising test_cfg's thresholds past every score and probability
+    empties the masks and leaves no instance in the panoptic map."""
+    cfg = small_model_cfg(panoptic=True)
+    before = predict(build_model(cfg), PREDICT_SPECS[:1])[0]
+    assert before.pred_instances.masks.any()
+    assert (before.pred_panoptic_seg.sem_seg >= INSTANCE_OFFSET).any()
+    cfg.test_cfg.mask_thr = 1.01
+    cfg.test_cfg.panoptic.score_thr = 1.01
+    after = predict(build_model(cfg), PREDICT_SPECS[:1])[0]
+    assert len(after.pred_instances) == len(before.pred_instances)
+    assert not after.pred_instances.masks.any()
+    assert (after.pred_panoptic_seg.sem_seg < INSTANCE_OFFSET).all()
+
+
+def test_panoptic_model_needs_vector_embeddings():
+    cfg = small_model_cfg(panoptic=True, attention='factored')
+    with pytest.raises(ValueError, match="attention='vector'"):
+        build_model(cfg)
+
+
+def test_two_heads_naming_a_loss_alike_is_an_error(monkeypatch):
+    model = build_model(small_model_cfg(panoptic=False))
+    monkeypatch.setattr(model.semantic_head, 'loss',
+                        lambda *args: dict(loss_mask=torch.zeros(())))
+    with pytest.raises(KeyError, match='loss_mask'):
+        compute_losses(model, [dict(img_hw=(64, 64), boxes=[[8, 8, 40, 48]],
+                                    labels=[1])])

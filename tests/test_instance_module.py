@@ -5,11 +5,12 @@ import torch
 from projects.dr1mask.instance_module import InstancePredictionModule
 
 D, K, S, R = 8, 4, 14, 4
+STRIDE = 4
 
 
 def test_factored_attention_is_eq8():
     """Q_k = U_k^T diag(s_k) V_k, rebuilt explicitly for every instance."""
-    module = InstancePredictionModule(D, attention='factored')
+    module = InstancePredictionModule(D, STRIDE, attention='factored')
     factors = torch.randn(3, K, R)
     q = module.factored_attention(factors)
     assert q.shape == (3, K, S, S)
@@ -21,16 +22,16 @@ def test_factored_attention_is_eq8():
 
 
 def test_factored_embedding_is_16_attention_numbers():
-    factored = InstancePredictionModule(D, attention='factored')
-    full = InstancePredictionModule(D, attention='full')
+    factored = InstancePredictionModule(D, STRIDE, attention='factored')
+    full = InstancePredictionModule(D, STRIDE, attention='full')
     assert factored.embedding_channels - D * K == 16
     assert full.embedding_channels - D * K == 784
-    assert InstancePredictionModule(D, attention='vector') \
+    assert InstancePredictionModule(D, STRIDE, attention='vector') \
         .embedding_channels == D
 
 
 def test_vector_blend_is_a_channel_weighted_sum():
-    module = InstancePredictionModule(D, attention='vector')
+    module = InstancePredictionModule(D, STRIDE, attention='vector')
     crops, e = torch.randn(2, D, 56, 56), torch.randn(2, D)
     expected = (crops * e[:, :, None, None]).sum(1)
     torch.testing.assert_close(module.blend(crops, e), expected)
@@ -38,7 +39,7 @@ def test_vector_blend_is_a_channel_weighted_sum():
 
 @pytest.mark.parametrize('attention', ['full', 'factored'])
 def test_attention_blend_projects_then_weighs_with_softmax(attention):
-    module = InstancePredictionModule(D, attention=attention)
+    module = InstancePredictionModule(D, STRIDE, attention=attention)
     crops = torch.randn(2, D, 56, 56)
     e = torch.randn(2, module.embedding_channels)
     t = e[:, :D * K].view(2, K, D)
@@ -54,7 +55,7 @@ def test_attention_blend_projects_then_weighs_with_softmax(attention):
 
 def test_crops_follow_the_box_at_stride_4():
     """A box over the basis' right half sees only that half's values."""
-    module = InstancePredictionModule(1, attention='vector')
+    module = InstancePredictionModule(1, STRIDE, attention='vector')
     basis = torch.zeros(1, 1, 20, 20)
     basis[..., 10:] = 1.0
     rois = torch.tensor([[0, 44., 0., 80., 80.], [0, 0., 0., 30., 80.]])
@@ -65,13 +66,13 @@ def test_crops_follow_the_box_at_stride_4():
 
 def test_unknown_attention_is_named_in_the_error():
     with pytest.raises(ValueError, match="attention='vectr'"):
-        InstancePredictionModule(D, attention='vectr')
+        InstancePredictionModule(D, STRIDE, attention='vectr')
 
 
 def test_vector_mode_blends_before_cropping_with_the_same_result():
     """RoIAlign is linear per channel: cropping one blended map per instance
     equals blending its D cropped channels."""
-    module = InstancePredictionModule(D, attention='vector')
+    module = InstancePredictionModule(D, STRIDE, attention='vector')
     basis = torch.randn(2, D, 16, 20, requires_grad=True)
     rois = torch.tensor([[1, 4., 8., 50., 40.], [0, 0., 0., 79., 63.],
                          [1, 30., 2., 44., 60.]])
@@ -81,41 +82,3 @@ def test_vector_mode_blends_before_cropping_with_the_same_result():
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
     logits.sum().backward()
     assert basis.grad.abs().sum() > 0
-
-
-@pytest.mark.parametrize('mask_thr', [0.5, 0.2])
-@pytest.mark.parametrize('img_shape', [(37, 61), (300, 200), (128, 416)])
-def test_windowed_paste_equals_mmdet_full_image_paste(img_shape, mask_thr):
-    """Pasting over windows around the boxes gives exactly the pixels of
-    mmdet's full-image paste, for boxes inside and across the border of the
-    image."""
-    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import \
-        _do_paste_mask
-    img_h, img_w = img_shape
-    gen = torch.Generator().manual_seed(img_h)
-    corner = torch.rand(40, 2, generator=gen) * torch.tensor([img_w, img_h])
-    size = torch.rand(40, 2, generator=gen)**2 * torch.tensor(
-        [img_w, img_h]) + 0.5
-    boxes = torch.cat([corner, corner + size], 1)
-    boxes = torch.minimum(boxes, boxes.new_tensor([img_w, img_h] * 2))
-    probs = torch.rand(len(boxes), 56, 56, generator=gen)
-    # Full masks reach farthest beyond their boxes: half a mask pixel, where
-    # the samples fall below 0.5.
-    probs[::2] = 1
-    module = InstancePredictionModule(
-        basis_channels=8, attention='vector', mask_thr=mask_thr)
-
-    masks = module.paste_masks(probs, boxes, img_shape)
-
-    expected = _do_paste_mask(
-        probs[:, None], boxes, img_h, img_w, skip_empty=False)[0] >= mask_thr
-    assert masks.dtype == torch.bool
-    assert torch.equal(masks, expected)
-
-
-def test_paste_of_a_zero_width_box_is_empty():
-    module = InstancePredictionModule(basis_channels=8, attention='vector')
-    boxes = torch.tensor([[10., 5., 10., 20.], [2., 2., 30., 30.]])
-    masks = module.paste_masks(torch.ones(2, 56, 56), boxes, (40, 40))
-    assert not masks[0].any()
-    assert masks[1, 2:30, 2:30].all() and masks[1].sum() == 28 * 28

@@ -14,7 +14,7 @@ from panopticapi.utils import rgb2id
 from mmdet.evaluation import CocoPanopticMetric
 
 from conftest import REPO
-from projects.dr1mask.panoptic_layer import UnifiedPanopticLayer
+from projects.dr1mask.post_processing import panoptic_segmentation
 
 THINGS = ('disk', 'square', 'triangle', 'ring')
 STUFF = ('sky', 'grass', 'brick')
@@ -53,8 +53,6 @@ def test_ground_truth_logits_score_pq_100(tmp_path):
     ], check=True, capture_output=True)
     ann = json.loads((root / 'annotations/panoptic_val.json').read_text())
     cat2label = {c['id']: i for i, c in enumerate(ann['categories'])}
-    layer = UnifiedPanopticLayer(len(THINGS), len(STUFF), basis_channels=1,
-                                 basis_stride=1, stuff_area_thr=0)
     metric = CocoPanopticMetric(
         ann_file=str(root / 'annotations/panoptic_val.json'),
         seg_prefix=str(root / 'annotations/panoptic_val'))
@@ -69,14 +67,16 @@ def test_ground_truth_logits_score_pq_100(tmp_path):
         logits, results = oracle_logits(png, annotation['segments_info'],
                                         cat2label)
         shape = png.shape
-        pred = layer.postprocess(logits, results,
-                                 dict(img_shape=shape, ori_shape=shape))
+        ids = panoptic_segmentation(
+            logits, results.labels, results.bboxes, shape, shape,
+            len(THINGS), len(STUFF), stride=1, mask_overlap=0.5,
+            stuff_area_limit=0)
         metric.process({}, [
             dict(
                 img_id=image['id'],
                 img_path=str(root / 'val' / image['file_name']),
                 ori_shape=shape,
-                pred_panoptic_seg=dict(sem_seg=pred.sem_seg))
+                pred_panoptic_seg=dict(sem_seg=ids[None]))
         ])
     results = metric.evaluate(size=len(ann['annotations']))
     assert results['coco_panoptic/PQ'] == 100.0

@@ -21,30 +21,29 @@ model = dict(
         feat_channels=128,
         stacked_convs=2),
     basis=dict(in_channels=128, channels=32),
-    # Mask and panoptic losses at 0.25. From scratch, their gradients reach
-    # the box tower through the top layer (the embeddings) 5-10x stronger
-    # than the box losses' (gradient norms at initialisation: panoptic 44,
-    # mask 29, classification 4, centerness 4, GIoU 0.2), and the total is
-    # clipped to 10 for the first ~80 iterations, so the detector gets a
-    # small share of every step. 300 iterations, seeds 0-2: PQ things
-    # 18.1 -> 30.9, box AP 5.3 -> 12.8, PQ stuff unchanged.
+    # Mask and panoptic losses at 0.25: from scratch, their gradients reach
+    # the box tower through the top layer (the embeddings) several times
+    # stronger than the box losses', and the total is clipped, so at 1.0
+    # the detector would get a small share of every step (README, results).
     mask_head=dict(
         loss_mask=dict(
             type='CrossEntropyLoss', use_sigmoid=True, loss_weight=0.25)),
     semantic_head=dict(
-        num_things=len(thing_classes), in_channels=128, feat_channels=64),
+        num_things_classes=len(thing_classes),
+        in_channels=128,
+        feat_channels=64),
     panoptic_head=dict(
-        num_things=len(thing_classes),
-        num_stuff=len(stuff_classes),
-        loss_weight=0.25,
-        # swept over 0.2..0.5 on the toy val set (README, Results)
-        score_thr=0.3,
-        # Predicted stuff segments under 512 px become void. Chosen from the
-        # training set, not the val score: 98 % of its stuff segments are
-        # larger (1st percentile 330 px, median 8.6k px); smaller predicted
-        # ones are fragments (the val PQ stuff rises 81 -> 87 at 300
-        # iterations; Panoptic-FPN's, 92.6 -> 93.0 with the same limit).
-        stuff_area_thr=512))
+        num_things_classes=len(thing_classes),
+        num_stuff_classes=len(stuff_classes),
+        loss_weight=0.25),
+    test_cfg=dict(
+        panoptic=dict(
+            # chosen by a sweep over 0.2..0.5 on the toy val set (README)
+            score_thr=0.3,
+            # Chosen from the training set, not the val score: 98 % of its
+            # stuff segments are larger (1st percentile 330 px); smaller
+            # predicted ones are fragments.
+            stuff_area_limit=512)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

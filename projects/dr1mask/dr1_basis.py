@@ -102,9 +102,11 @@ class DR1Basis(BaseModule):
         channels (int): Width D of the basis. Defaults to 64.
         num_levels (int): Number of FPN levels, finest first (P3..P7).
             Defaults to 5.
+        finest_stride (int): Stride of the finest level read (P3: 8); F is
+            at half of it. Defaults to 8.
         context_act (str): Activation of A and B, see :class:`DR1Conv`.
-            Defaults to ``'one_plus_tanh'`` (provisional: to be measured on
-            the toy set).
+            Defaults to ``'one_plus_tanh'``, the best of the three on the
+            toy set (README, design choices).
         use_a (bool): Use the input factors A. Defaults to True.
         use_b (bool): Use the output factors B. Defaults to True.
         aligned (bool): Aligned upsampling (Table 5). Defaults to True.
@@ -119,6 +121,7 @@ class DR1Basis(BaseModule):
                  in_channels: int = 256,
                  channels: int = 64,
                  num_levels: int = 5,
+                 finest_stride: int = 8,
                  context_act: str = 'one_plus_tanh',
                  use_a: bool = True,
                  use_b: bool = True,
@@ -132,6 +135,7 @@ class DR1Basis(BaseModule):
         self.in_channels = in_channels
         self.channels = channels
         self.num_levels = num_levels
+        self.stride = finest_stride // 2
         self.use_a = use_a
         self.use_b = use_b
         self.aligned = aligned
@@ -157,6 +161,11 @@ class DR1Basis(BaseModule):
         plain mode.
         """
         return self.channels * (int(self.use_a) + int(self.use_b))
+
+    def output_size(self, input_size: Tuple[int, int]) -> Tuple[int, int]:
+        """(H, W) of F for a padded input of ``input_size``: the input is
+        padded to a multiple of the stride (Table 5), so this is exact."""
+        return input_size[0] // self.stride, input_size[1] // self.stride
 
     def forward(self,
                 feats: Sequence[Tensor],

@@ -9,13 +9,14 @@ context maps ``C_l = [A_l, B_l]`` that modulate DR1Basis (Eq. 5):
 The box tower is where Table 3 says the context must come from: it keeps the
 instance embedding and the context it modulates consistent.
 
-Target assignment, the positives' bookkeeping and the NMS that carries the
-embeddings of the kept detections are mmdet's CondInst box head, itself FCOS
-(its per-location ``param_preds`` are our embeddings). The context maps are
-needed at every location. At test time the embeddings are needed only at the
-detections kept by NMS, and only there are they computed; in training they
-are computed densely, since CondInst gathers the positives' from dense maps.
+Target assignment and the positives' bookkeeping are mmdet's CondInst box
+head (FCOS that remembers which GT each positive location is assigned to),
+used through its public ``loss_by_feat`` and ``get_positive_infos``. The
+context maps are needed at every location. The embeddings are needed densely
+in training (every positive's) but at test time only at the detections kept
+by NMS, and only there are they computed.
 """
+import copy
 from typing import List, Optional, Tuple
 
 import torch
@@ -26,7 +27,9 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmdet.models.dense_heads import CondInstBboxHead
+from mmdet.models.dense_heads import (AnchorFreeHead, CondInstBboxHead,
+                                      FCOSHead)
+from mmdet.models.utils import filter_scores_and_topk
 from mmdet.registry import MODELS
 from mmdet.utils import InstanceList, OptInstanceList
 
@@ -37,41 +40,37 @@ class DR1MaskHead(CondInstBboxHead):
 
     Args:
         embedding_channels (int): Channels of the per-location instance
-            embedding ``E_l``; the instance module and the panoptic layer
-            say how many they need.
+            embedding ``E_l``; the detector fills it in from what the
+            instance module and the panoptic layer need.
         context_channels (int): Channels of the context maps ``C_l`` (2 * D
-            for DR1Basis of width D with A and B; 0 for the plain basis).
+            for DR1Basis of width D with A and B; 0 for the plain basis);
+            the detector fills it in from the basis.
         **kwargs: FCOSHead's arguments.
     """
 
     def __init__(self, *args, embedding_channels: int,
                  context_channels: int, **kwargs) -> None:
+        self.embedding_channels = embedding_channels
         self.context_channels = context_channels
+        # CondInst's positives carry `num_params` channels of per-location
+        # outputs: here, the embeddings.
         super().__init__(*args, num_params=embedding_channels, **kwargs)
 
-    @property
-    def embedding_channels(self) -> int:
-        return self.num_params
-
     def _init_layers(self) -> None:
-        super()._init_layers()
-        # CondInst's forward hands the box-tower features to `controller`;
-        # they pass through unchanged, so that at test time the top layer
-        # can be applied densely for the context maps only (DR1Basis needs
-        # them everywhere) and for the embeddings only at the detections.
-        self.controller = nn.Identity()
-        # The top layer, initialised N(0, 0.01), bias 0, by FCOSHead's
-        # init_cfg. Output channels: [embedding ; context].
+        # FCOS's towers and predictors; the top layer takes the place of
+        # CondInst's controller. Initialised N(0, 0.01), bias 0, by
+        # FCOSHead's init_cfg. Output channels: [embedding ; context].
+        FCOSHead._init_layers(self)
         self.top_layer = nn.Conv2d(
             self.feat_channels,
-            self.num_params + self.context_channels,
+            self.embedding_channels + self.context_channels,
             3,
             padding=1)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str,
                               *args, **kwargs) -> None:
-        # Checkpoints written before the top layer was split from CondInst's
-        # `controller` (now an identity) hold its weights under that name.
+        # Checkpoints written before the top layer had its own name hold its
+        # weights under CondInst's `controller`.
         for name in ('weight', 'bias'):
             old = f'{prefix}controller.{name}'
             if old in state_dict:
@@ -80,19 +79,32 @@ class DR1MaskHead(CondInstBboxHead):
 
     def forward_single(self, x: Tensor, scale: Scale,
                        stride: int) -> Tuple[Tensor, ...]:
-        """One FPN level.
+        """One FPN level: FCOS's outputs, the box tower's features and the
+        context maps.
 
         Returns:
             tuple: ``cls_score`` (N, num_classes, H, W), ``bbox_pred``
             (N, 4, H, W), ``centerness`` (N, 1, H, W), ``box_feat`` (N,
             feat_channels, H, W), the box tower's output, from which
-            :meth:`embeddings` computes the instance embeddings, and
-            ``context`` (N, context_channels, H, W).
+            :meth:`embeddings` and :meth:`embeddings_at` compute the
+            instance embeddings, and ``context`` (N, context_channels, H, W).
         """
-        cls_score, bbox_pred, centerness, box_feat = super().forward_single(
-            x, scale, stride)
-        return cls_score, bbox_pred, centerness, box_feat, self._top_layer(
-            box_feat, slice(self.num_params, None))
+        cls_score, bbox_pred, cls_feat, box_feat = \
+            AnchorFreeHead.forward_single(self, x)
+        # FCOS's centerness and box scaling (FCOSHead.forward_single, which
+        # does not return the box tower's features).
+        centerness = self.conv_centerness(
+            box_feat if self.centerness_on_reg else cls_feat)
+        bbox_pred = scale(bbox_pred).float()
+        if self.norm_on_bbox:
+            bbox_pred = bbox_pred.clamp(min=0)
+            if not self.training:
+                bbox_pred *= stride
+        else:
+            bbox_pred = bbox_pred.exp()
+        context = self._top_layer(box_feat, slice(self.embedding_channels,
+                                                  None))
+        return cls_score, bbox_pred, centerness, box_feat, context
 
     def _top_layer(self, box_feat: Tensor, channels: slice) -> Tensor:
         """Output ``channels`` of the top layer, densely."""
@@ -106,7 +118,7 @@ class DR1MaskHead(CondInstBboxHead):
     def embeddings(self, box_feat: Tensor) -> Tensor:
         """The embeddings E_l (N, embedding_channels, H, W) of every
         location of one level."""
-        return self._top_layer(box_feat, slice(None, self.num_params))
+        return self._top_layer(box_feat, slice(None, self.embedding_channels))
 
     def embeddings_at(self, box_feats: List[Tensor], points: Tensor,
                       strides: Tensor) -> Tensor:
@@ -119,9 +131,10 @@ class DR1MaskHead(CondInstBboxHead):
                 head's prior generator places them.
             strides (Tensor): (n,) the stride of each location's level.
         """
-        weight = self.top_layer.weight[:self.num_params].flatten(1)
-        bias = self.top_layer.bias[:self.num_params]
-        embeddings = points.new_zeros((len(points), self.num_params))
+        num = self.embedding_channels
+        weight = self.top_layer.weight[:num].flatten(1)
+        bias = self.top_layer.bias[:num]
+        embeddings = points.new_zeros((len(points), num))
         taps = torch.arange(3, device=points.device)
         for box_feat, stride in zip(box_feats, self.strides):
             at_level = strides == stride
@@ -144,21 +157,48 @@ class DR1MaskHead(CondInstBboxHead):
                      batch_img_metas: List[dict],
                      batch_gt_instances_ignore: OptInstanceList = None
                      ) -> dict:
-        """FCOS losses; remembers the positives for the mask and panoptic
-        losses (see :meth:`get_positive_infos`).
+        """FCOS losses; remembers the positives for :meth:`positive_infos`.
 
-        Centre sampling uses the box centre, as FCOS and BlendMask do, so the
-        masks are not passed on (CondInst's head would use their centroid).
+        Centre sampling uses the box centre, as FCOS and BlendMask do, so
+        only boxes and labels are passed on (given masks, CondInst's
+        assignment would use their centroid).
         """
         box_instances = [
             InstanceData(bboxes=gt.bboxes, labels=gt.labels)
             for gt in batch_gt_instances
         ]
-        self._raw_positive_infos.update(batch_gt_instances=box_instances)
         return super().loss_by_feat(cls_scores, bbox_preds, centernesses,
                                     [self.embeddings(f) for f in box_feats],
                                     box_instances, batch_img_metas,
                                     batch_gt_instances_ignore)
+
+    def positive_infos(self,
+                       batch_gt_instances: InstanceList) -> InstanceList:
+        """The positive locations of the last :meth:`loss_by_feat`.
+
+        Args:
+            batch_gt_instances (list[InstanceData]): the GT instances that
+                loss was computed with.
+
+        Returns:
+            list[InstanceData]: per image, for its P positive locations:
+            ``embeddings`` (P, embedding_channels), ``pos_assigned_gt_inds``
+            (P,), ``points`` (P, 2) and ``centerness_targets`` (P,), the
+            FCOS centerness of each location in its GT box (the mask loss
+            weights, as in BlendMask).
+        """
+        infos = []
+        for info, gt in zip(self.get_positive_infos(), batch_gt_instances):
+            boxes = gt.bboxes[info.pos_assigned_gt_inds]
+            ltrb = torch.cat(
+                [info.points - boxes[:, :2], boxes[:, 2:] - info.points], 1)
+            infos.append(
+                InstanceData(
+                    embeddings=info.param_preds,
+                    pos_assigned_gt_inds=info.pos_assigned_gt_inds,
+                    points=info.points,
+                    centerness_targets=self.centerness_target(ltrb)))
+        return infos
 
     def predict_by_feat(self,
                         cls_scores: List[Tensor],
@@ -169,49 +209,67 @@ class DR1MaskHead(CondInstBboxHead):
                         cfg: Optional[ConfigDict] = None,
                         rescale: bool = False,
                         with_nms: bool = True) -> InstanceList:
-        """CondInst's detections (FCOS decoding and NMS), each with its
-        embedding ``param_preds``, computed only for the kept locations.
+        """FCOS's detections, each with its location and its embedding.
+
+        Per level, the ``nms_pre`` best locations above ``score_thr`` are
+        decoded; NMS keeps ``max_per_img`` of them, ranked by
+        ``sqrt(cls * centerness)``; only the kept locations' embeddings are
+        computed (:meth:`embeddings_at`).
 
         Returns:
             list[InstanceData]: per image ``bboxes``, ``scores``, ``labels``,
-            ``param_preds`` (n, embedding_channels), ``points`` and
-            ``strides``.
+            ``embeddings`` (n, embedding_channels), ``points`` (n, 2) and
+            ``strides`` (n,).
         """
-        # CondInst carries a per-location embedding through the selection;
-        # it gets a zero-stride stand-in (no memory), and the kept
-        # locations' embeddings are computed afterwards.
-        no_embeddings = [
-            f.new_zeros(()).expand(f.size(0), self.num_params, *f.shape[2:])
-            for f in box_feats
-        ]
-        results_list = super().predict_by_feat(
-            cls_scores, bbox_preds, centernesses, no_embeddings,
-            batch_img_metas=batch_img_metas, cfg=cfg, rescale=rescale,
-            with_nms=with_nms)
-        for img_id, results in enumerate(results_list):
-            results.param_preds = self.embeddings_at(
+        cfg = copy.deepcopy(self.test_cfg if cfg is None else cfg)
+        priors = self.prior_generator.grid_priors(
+            [score.shape[-2:] for score in cls_scores],
+            dtype=bbox_preds[0].dtype,
+            device=bbox_preds[0].device,
+            with_stride=True)
+        results_list = []
+        for img_id, img_meta in enumerate(batch_img_metas):
+            levels = [
+                self._level_candidates(cls_score[img_id].detach(),
+                                       bbox_pred[img_id].detach(),
+                                       centerness[img_id].detach(),
+                                       level_priors, cfg)
+                for cls_score, bbox_pred, centerness, level_priors in zip(
+                    cls_scores, bbox_preds, centernesses, priors)
+            ]
+            candidates = InstanceData.cat(levels)
+            candidates.bboxes = self.bbox_coder.decode(
+                candidates.points, candidates.pop('bbox_pred'),
+                max_shape=img_meta['img_shape'])
+            results = self._bbox_post_process(
+                candidates, cfg, rescale=rescale, with_nms=with_nms,
+                img_meta=img_meta)
+            results.embeddings = self.embeddings_at(
                 [f[img_id] for f in box_feats], results.points,
                 results.strides)
+            results_list.append(results)
         return results_list
 
-    def get_positive_infos(self) -> InstanceList:
-        """The positive locations of the last loss, per image.
-
-        Returns:
-            list[InstanceData]: per image, for its P positive locations:
-            ``param_preds`` (P, embedding_channels) the embeddings,
-            ``pos_assigned_gt_inds`` (P,), ``points`` (P, 2) and
-            ``centerness_targets`` (P,), the FCOS centerness of each location
-            in its GT box (the mask loss weights, as in BlendMask).
-        """
-        positive_infos = super().get_positive_infos()
-        for info, gt in zip(positive_infos,
-                            self._raw_positive_infos['batch_gt_instances']):
-            boxes = gt.bboxes[info.pos_assigned_gt_inds]
-            ltrb = torch.cat(
-                [info.points - boxes[:, :2], boxes[:, 2:] - info.points], 1)
-            info.centerness_targets = self.centerness_target(ltrb)
-        return positive_infos
+    def _level_candidates(self, cls_score: Tensor, bbox_pred: Tensor,
+                          centerness: Tensor, priors: Tensor,
+                          cfg: ConfigDict) -> InstanceData:
+        """The ``nms_pre`` best (location, class) pairs of one level of one
+        image above ``score_thr``, with their locations' box predictions,
+        centerness (``score_factors``), points and strides."""
+        scores = cls_score.permute(1, 2, 0).reshape(
+            -1, self.cls_out_channels).sigmoid()
+        scores, labels, keep, kept = filter_scores_and_topk(
+            scores, cfg.get('score_thr', 0), cfg.get('nms_pre', -1),
+            dict(
+                bbox_pred=bbox_pred.permute(1, 2, 0).reshape(-1, 4),
+                priors=priors))
+        return InstanceData(
+            scores=scores,
+            labels=labels,
+            score_factors=centerness.reshape(-1)[keep].sigmoid(),
+            bbox_pred=kept['bbox_pred'],
+            points=kept['priors'][:, :2],
+            strides=kept['priors'][:, 2])
 
     def _bbox_post_process(self, results: InstanceData, cfg: ConfigDict,
                            **kwargs) -> InstanceData:

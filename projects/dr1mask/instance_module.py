@@ -13,7 +13,7 @@ e. Three blenders, selected by ``attention``:
              with shared U_k, V_k in R^{4 x 14}: 16 numbers s per instance
              instead of 784.
 """
-from typing import List, Tuple
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -24,24 +24,23 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmdet.registry import MODELS
-from mmdet.structures.bbox import bbox2roi, scale_boxes
+from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import ConfigType, InstanceList, reduce_mean
 
-from .pixel_windows import pixel_windows, sample_windows
-
 ATTENTIONS = ('vector', 'full', 'factored')
-# Masks are pasted in groups of windows of about this many pixels: the
-# sampling grid, samples and scatter indices of a group (20 bytes a pixel)
-# then stay in cache; 2**20 was the fastest of 2**18..2**26 on CPU.
-PASTE_CHUNK_PIXELS = 2**20
 
 
 @MODELS.register_module()
 class InstancePredictionModule(BaseModule):
-    """Crop, blend and (at test time) paste the masks of DR1Mask.
+    """Crop and blend the masks of DR1Mask.
+
+    The masks come out at mask_size x mask_size over their boxes; pasting
+    them into the image is :func:`~.post_processing.paste_masks_in_image`.
 
     Args:
         basis_channels (int): D, the channels of the basis F.
+        basis_stride (int): input pixels per location of F; the detector
+            passes the basis' own.
         attention (str): 'vector', 'full' or 'factored' (Table 4).
         num_bases (int): K, the projected bases of 'full' / 'factored'.
             Defaults to 4, BlendMask's choice.
@@ -49,24 +48,21 @@ class InstancePredictionModule(BaseModule):
         attention_rank (int): rank of each factored attention map (rows of
             U_k, V_k). Defaults to 4.
         mask_size (int): RoIAlign output size. Defaults to 56.
-        basis_stride (int): stride of F w.r.t. the input. Defaults to 4.
         max_masks_per_img (int): training cap on the masks per image (a
             random subset of the positives beyond it), to bound memory.
-        mask_thr (float): test-time binarisation threshold.
         loss_mask (dict): per-pixel loss, weighted per positive by its
             centerness target.
     """
 
     def __init__(self,
                  basis_channels: int,
+                 basis_stride: int,
                  attention: str = 'factored',
                  num_bases: int = 4,
                  attention_size: int = 14,
                  attention_rank: int = 4,
                  mask_size: int = 56,
-                 basis_stride: int = 4,
                  max_masks_per_img: int = 200,
-                 mask_thr: float = 0.5,
                  loss_mask: ConfigType = dict(
                      type='CrossEntropyLoss',
                      use_sigmoid=True,
@@ -83,7 +79,6 @@ class InstancePredictionModule(BaseModule):
         self.attention_rank = attention_rank
         self.mask_size = mask_size
         self.max_masks_per_img = max_masks_per_img
-        self.mask_thr = mask_thr
         self.roi_align = RoIAlign(
             output_size=mask_size,
             spatial_scale=1.0 / basis_stride,
@@ -190,7 +185,7 @@ class InstancePredictionModule(BaseModule):
                     len(info), device=basis.device)[:self.max_masks_per_img]]
             gt_inds = info.pos_assigned_gt_inds
             boxes.append(gt.bboxes[gt_inds])
-            embeddings.append(info.param_preds)
+            embeddings.append(info.embeddings)
             targets.append(
                 gt.masks.crop_and_resize(
                     gt.bboxes[gt_inds], (self.mask_size, ) * 2,
@@ -212,86 +207,23 @@ class InstancePredictionModule(BaseModule):
             avg_factor=avg_factor * pixels)
         return dict(loss_mask=loss_mask)
 
-    def predict(self, basis: Tensor, results_list: InstanceList,
-                batch_img_metas: List[dict],
-                rescale: bool = True) -> InstanceList:
-        """Masks of the detections, pasted at the original image size.
+    def predict(self, basis: Tensor,
+                results_list: InstanceList) -> List[Tensor]:
+        """Mask probabilities of the detections.
 
         Args:
             basis (Tensor): F, (N, D, H/4, W/4).
             results_list (list[InstanceData]): per image, the detections with
-                ``bboxes`` in input pixels and ``param_preds`` embeddings.
-            batch_img_metas (list[dict]): with ``ori_shape``, ``img_shape``
-                and ``scale_factor``.
-            rescale (bool): boxes and masks at the original image size
-                (True) or at the network input size.
+                ``bboxes`` in input pixels and their ``embeddings``.
 
         Returns:
-            list[InstanceData]: ``bboxes``, ``scores``, ``labels`` and bool
-            ``masks`` (n, H, W) per image, as mmdet's instance models return.
+            list[Tensor]: per image, (n, mask_size, mask_size) probabilities
+            over each detection's box.
         """
         rois = bbox2roi([results.bboxes for results in results_list])
-        embeddings = torch.cat([r.param_preds for r in results_list])
         if rois.numel():
+            embeddings = torch.cat([r.embeddings for r in results_list])
             probs = self(basis, rois, embeddings).sigmoid()
         else:
             probs = basis.new_zeros((0, self.mask_size, self.mask_size))
-        outputs = []
-        for results, img_probs, meta in zip(
-                results_list, probs.split([len(r) for r in results_list]),
-                batch_img_metas):
-            bboxes = results.bboxes
-            img_h, img_w = meta['img_shape'][:2]
-            if rescale:
-                bboxes = scale_boxes(bboxes,
-                                     [1 / s for s in meta['scale_factor']])
-                img_h, img_w = meta['ori_shape'][:2]
-            outputs.append(
-                InstanceData(
-                    bboxes=bboxes,
-                    scores=results.scores,
-                    labels=results.labels,
-                    masks=self.paste_masks(img_probs, bboxes, (img_h, img_w))))
-        return outputs
-
-    def paste_masks(self, probs: Tensor, bboxes: Tensor,
-                    img_shape: Tuple[int, int]) -> Tensor:
-        """Paste (n, 56, 56) probabilities into (n, H, W) bool masks.
-
-        Each mask is resampled only over a window around its box, not over
-        the whole image: bilinear sampling of a 56 x 56 mask with zero
-        padding is 0 farther than half a mask pixel outside the box, so the
-        windows give exactly the pixels of mmdet's full-image
-        ``_do_paste_mask``, with one ``grid_sample`` and one scatter per
-        group of windows (:func:`pixel_windows`).
-        """
-        img_h, img_w = img_shape
-        masks = probs.new_zeros((len(probs), img_h, img_w), dtype=torch.bool)
-        if len(probs) == 0:
-            return masks
-        half_pixel = (bboxes[:, 2:] - bboxes[:, :2]) / (2 * self.mask_size)
-        start = (bboxes[:, :2] - half_pixel).floor().clamp(min=0).long()
-        end = torch.minimum((bboxes[:, 2:] + half_pixel).ceil(),
-                            bboxes.new_tensor([img_w, img_h])).long()
-        for part, xs, ys in pixel_windows(start, end, img_shape,
-                                          PASTE_CHUNK_PIXELS):
-            windows = self._mask_samples(probs[part], bboxes[part], xs, ys)
-            pixels = (part[:, None, None] * img_h + ys[:, :, None]) * img_w \
-                + xs[:, None, :]
-            masks.view(-1).scatter_(0, pixels.flatten(),
-                                    (windows >= self.mask_thr).flatten())
-        return masks
-
-    @staticmethod
-    def _mask_samples(probs: Tensor, bboxes: Tensor, xs: Tensor,
-                        ys: Tensor) -> Tensor:
-        """Bilinear samples of (n, S, S) masks at the pixel centres of the
-        columns ``xs`` (n, w) and rows ``ys`` (n, h), as mmdet's
-        ``_do_paste_mask`` computes them: (n, h, w)."""
-        x0, y0, x1, y1 = bboxes.split(1, dim=1)
-        # A zero-width box samples nothing (grid far outside), where mmdet
-        # would zero the infinite grid and smear the mask's centre line.
-        grid_x = ((xs.float() + 0.5) - x0) / (x1 - x0).clamp(min=1e-6) * 2 - 1
-        grid_y = ((ys.float() + 0.5) - y0) / (y1 - y0).clamp(min=1e-6) * 2 - 1
-        return sample_windows(probs.float(), grid_x, grid_y,
-                              align_corners=False)
+        return list(probs.split([len(r) for r in results_list]))

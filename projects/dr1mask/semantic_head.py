@@ -14,7 +14,7 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, InstanceList
 
-IGNORE_INDEX = 255
+from .constants import IGNORE_INDEX
 
 
 @MODELS.register_module()
@@ -22,7 +22,8 @@ class AuxSemanticHead(BaseModule):
     """Thing-only semantic segmentation from one FPN level.
 
     Args:
-        num_things (int): thing classes; class ``num_things`` is background.
+        num_things_classes (int): thing classes; class
+            ``num_things_classes`` is background.
         in_channels (int): channels of the FPN level.
         feat_channels (int): channels of the hidden 3x3 convs.
         num_convs (int): hidden 3x3 convs.
@@ -31,7 +32,7 @@ class AuxSemanticHead(BaseModule):
     """
 
     def __init__(self,
-                 num_things: int,
+                 num_things_classes: int,
                  in_channels: int = 256,
                  feat_channels: int = 128,
                  num_convs: int = 2,
@@ -45,18 +46,18 @@ class AuxSemanticHead(BaseModule):
                  init_cfg=dict(type='Normal', layer='Conv2d', std=0.01)
                  ) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.num_things = num_things
+        self.num_things_classes = num_things_classes
         self.stride = stride
         self.convs = nn.Sequential(*[
             ConvModule(in_channels if i == 0 else feat_channels,
                        feat_channels, 3, padding=1)
             for i in range(num_convs)
         ])
-        self.conv_seg = nn.Conv2d(feat_channels, num_things + 1, 1)
+        self.conv_seg = nn.Conv2d(feat_channels, num_things_classes + 1, 1)
         self.loss_seg = MODELS.build(loss_seg)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, C, h, w) -> (N, num_things + 1, h, w) logits."""
+        """(N, C, h, w) -> (N, num_things_classes + 1, h, w) logits."""
         return self.conv_seg(self.convs(x))
 
     def targets(self, batch_gt_instances: InstanceList,
@@ -78,7 +79,8 @@ class AuxSemanticHead(BaseModule):
                               dtype=torch.long, device=gt.labels.device)
             mask_h = min(gt.masks.height, h * self.stride)
             mask_w = min(gt.masks.width, w * self.stride)
-            painted = torch.full_like(full[:mask_h, :mask_w], self.num_things)
+            painted = torch.full_like(full[:mask_h, :mask_w],
+                                      self.num_things_classes)
             if len(masks):
                 # Where masks overlap the larger label wins: only a tie-break.
                 labels = (masks[:, :mask_h, :mask_w] *

@@ -23,8 +23,8 @@ arbitrary, so every model is forced to keep exactly N instances after NMS
   ``nms_pre`` (1000 per level) candidates reach NMS; NMS IoU 1.0, so nothing
   is suppressed, and ``max_per_img`` = N. The box regression bias is 4, so
   that boxes are 8 strides wide as a trained head's are on each level (a
-  random regressor's are degenerate). DR1Mask's panoptic layer gets
-  ``score_thr`` = 0 so that it keeps all N instances.
+  random regressor's are degenerate). DR1Mask's ``test_cfg.panoptic``
+  gets ``score_thr`` = 0 so that the panoptic layer keeps all N instances.
 - Panoptic-FPN: the RPN is left as configured (up to 1000 proposals, NMS
   0.7); the R-CNN classifier's bias is +10 for class 0 and -10 for the other
   classes and background, so every proposal has one class above the
@@ -33,8 +33,8 @@ arbitrary, so every model is forced to keep exactly N instances after NMS
 The entries are timed in rounds, the order rotated every round so that the
 machine's drift hits all of them alike; the medians are reported. Besides
 their whole ``predict``, both DR1Mask models are run stage by stage
-(``staged_predict``: the submodules called in ``DR1Mask.predict``'s order,
-each stage timed on its own), as one more entry in the rounds.
+(``staged_predict``: ``DR1Mask.predict`` itself, with the call of each stage
+in ``STAGE_CALLS`` timed on its own), as one more entry in the rounds.
 
 Other figures, from untimed calls before the rounds (the first of which, the
 traced one, is also the warm-up):
@@ -85,6 +85,7 @@ Usage::
 """
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -108,9 +109,9 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.utils import register_all_modules
 
+import projects.dr1mask  # noqa: F401  registers DR1Mask's modules
+
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-sys.path.insert(0, REPO)
-import projects.dr1mask  # noqa: E402,F401  registers DR1Mask's modules
 
 MMDET_CONFIGS = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
 CONFIGS = {
@@ -131,13 +132,22 @@ CONFIGS = {
 MODEL_NAMES = tuple(CONFIGS)
 # Also run stage by stage (staged_predict).
 STAGED = ('dr1mask_panoptic', 'dr1mask_instance')
-# The stages of DR1Mask.predict and the submodules whose parameters each
-# uses.
+# The stages of DR1Mask.predict: the call each one is (the submodule that
+# owns it, '' for the detector, and the method), in predict's order ...
+STAGE_CALLS = {
+    'backbone_fpn': ('', 'extract_feat'),
+    'dense_head': ('bbox_head', 'forward'),
+    'basis': ('basis', 'forward'),
+    'decode_nms': ('bbox_head', 'predict_by_feat'),
+    'instance_module': ('', 'predict_instances'),
+    'panoptic_layer': ('', 'predict_panoptic'),
+}
+# ... and the submodules whose parameters each uses.
 STAGES = {
     'backbone_fpn': ('backbone', 'neck'),
     'dense_head': ('bbox_head', ),
-    'decode_nms': (),
     'basis': ('basis', ),
+    'decode_nms': (),
     'instance_module': ('mask_head', ),
     'panoptic_layer': ('panoptic_head', ),
 }
@@ -236,8 +246,8 @@ def force_detections(model: nn.Module, n: int) -> None:
         classifier.bias[0] = FORCE_LOGIT
         if not hasattr(model, 'roi_head'):
             model.bbox_head.conv_reg.bias.fill_(BOX_HALF_SIZE)
-    if getattr(model, 'panoptic_head', None) is not None:
-        model.panoptic_head.score_thr = 0.0
+    if getattr(model, 'with_panoptic', False):
+        model.test_cfg.panoptic.score_thr = 0.0
 
 
 def watch_detections(model: nn.Module) -> Callable[[], int]:
@@ -276,26 +286,19 @@ def make_inputs(model: nn.Module, size: Tuple[int, int]
 
 def staged_predict(model: nn.Module, inputs: Tensor, samples: SampleList,
                    run: Runner) -> SampleList:
-    """``DR1Mask.predict`` with every stage called through ``run``."""
-    metas = [s.metainfo for s in samples]
-    feats = run('backbone_fpn', model.extract_feat, inputs)
-    cls_scores, bbox_preds, centernesses, box_feats, contexts = run(
-        'dense_head', model.bbox_head, feats)
-    detections = run(
-        'decode_nms', model.bbox_head.predict_by_feat, cls_scores,
-        bbox_preds, centernesses, box_feats, batch_img_metas=metas,
-        rescale=False)
-    basis = run('basis', model.basis, feats, contexts,
-                model._basis_size(inputs))
-    instances = run('instance_module', model.mask_head.predict, basis,
-                    detections, metas, True)
-    samples = model.add_pred_to_datasample(samples, instances)
-    if model.with_panoptic:
-        panoptic = run('panoptic_layer', model.panoptic_head.predict, basis,
-                       detections, metas)
-        for sample, pred in zip(samples, panoptic):
-            sample.pred_panoptic_seg = pred
-    return samples
+    """``DR1Mask.predict`` itself, with every call of ``STAGE_CALLS`` made
+    through ``run``."""
+    wrapped = []
+    for stage, (owner_name, method) in STAGE_CALLS.items():
+        owner = model.get_submodule(owner_name)
+        call = getattr(owner, method)
+        setattr(owner, method, functools.partial(run, stage, call))
+        wrapped.append((owner, method, call))
+    try:
+        return model.predict(inputs, samples, rescale=True)
+    finally:
+        for owner, method, call in wrapped:
+            setattr(owner, method, call)
 
 
 def synchronize(device: torch.device) -> None:

@@ -8,8 +8,12 @@ model = dict(
     mask_head=dict(attention='vector'),
     panoptic_head=dict(
         type='UnifiedPanopticLayer',
-        num_things=80,
-        num_stuff=53,
-        loss_weight=1.0,
-        score_thr=0.4,
-        stuff_area_thr=4096))
+        num_things_classes=80,
+        num_stuff_classes=53,
+        loss_weight=1.0),
+    # Detections scoring >= score_thr become thing channels; an instance
+    # whose own mask has IoU > mask_overlap with a higher-scored one's is
+    # dropped; stuff segments under stuff_area_limit pixels become void.
+    test_cfg=dict(
+        panoptic=dict(score_thr=0.4, mask_overlap=0.5,
+                      stuff_area_limit=4096)))

@@ -1,0 +1,93 @@
+"""The model's outputs are held against those of the code before
+post-processing moved into ``post_processing.py`` (commit 9388d20): same
+boxes, scores, labels, masks and panoptic ids, on the same inputs and
+weights.
+
+``tests/data/outputs_9388d20.npz`` was written at that commit by
+:func:`outputs` below, with the configs of that commit's ``conftest`` given
+the same values (``num_things`` / ``num_stuff`` / ``stuff_area_thr`` /
+``score_thr`` on the panoptic layer then, ``test_cfg.panoptic`` now).
+"""
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import build_model, make_sample, preprocess, small_model_cfg
+
+REFERENCE = Path(__file__).parent / 'data' / 'outputs_9388d20.npz'
+SPECS = [
+    dict(img_hw=(70, 90), boxes=[[4, 4, 40, 30], [20, 10, 60, 62]],
+         labels=[0, 1], scale=0.5),
+    dict(img_hw=(64, 52), boxes=[[4, 4, 30, 30]], labels=[3], scale=1.25),
+]
+MODELS = {'panoptic': dict(panoptic=True, attention='vector'),
+          'instance': dict(panoptic=False, attention='factored')}
+
+
+def seeded_weights(model: torch.nn.Module) -> None:
+    """Fill every parameter and buffer from a generator seeded by its name,
+    so the weights do not depend on the order modules are built in; the box
+    regression is biased to boxes of a few strides, as a trained head's."""
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+            noise = torch.randn(tensor.shape, generator=gen)
+            if name.endswith('running_var'):
+                value = 1 + 0.1 * noise.abs()
+            elif tensor.dim() > 1:
+                value = noise / (tensor[0].numel()**0.5)
+            elif name.endswith('weight'):
+                value = 1 + 0.1 * noise
+            elif name == 'bbox_head.conv_reg.bias':
+                value = 2 + 0.1 * noise  # boxes a few strides wide
+            else:
+                value = 0.1 * noise
+            tensor.copy_(value)
+
+
+def outputs(name: str) -> dict:
+    """Every output of one small model on SPECS, as numpy arrays."""
+    cfg = small_model_cfg(**MODELS[name])
+    cfg.test_cfg.max_per_img = 20
+    model = build_model(cfg).eval()
+    seeded_weights(model)
+    images, samples = zip(*[make_sample(**spec) for spec in SPECS])
+    data = preprocess(model, list(images), list(samples), training=False)
+    with torch.no_grad():
+        results = model.predict(data['inputs'], data['data_samples'])
+    arrays = {}
+    for i, result in enumerate(results):
+        instances = result.pred_instances
+        prefix = f'{name}/{i}/'
+        arrays[prefix + 'bboxes'] = instances.bboxes.numpy()
+        arrays[prefix + 'scores'] = instances.scores.numpy()
+        arrays[prefix + 'labels'] = instances.labels.numpy()
+        arrays[prefix + 'masks'] = np.packbits(instances.masks.numpy())
+        if 'pred_panoptic_seg' in result:
+            arrays[prefix + 'panoptic'] = \
+                result.pred_panoptic_seg.sem_seg.numpy()
+    return arrays
+
+
+@pytest.mark.parametrize('name', list(MODELS))
+def test_outputs_equal_those_before_the_restructuring(name):
+    reference = np.load(REFERENCE)
+    new = outputs(name)
+    assert set(new) == {k for k in reference.files if k.startswith(name)}
+    for key, value in new.items():
+        if key.endswith(('bboxes', 'scores')):
+            np.testing.assert_allclose(value, reference[key], rtol=1e-5,
+                                       atol=1e-4, err_msg=key)
+        else:
+            np.testing.assert_array_equal(value, reference[key],
+                                          err_msg=key)
+    # The comparison has substance: instances, masks and panoptic things.
+    assert all(len(new[f'{name}/{i}/labels']) > 0 for i in range(2))
+    assert all(new[f'{name}/{i}/masks'].any() for i in range(2))
+    if name == 'panoptic':
+        assert (new['panoptic/0/panoptic'] >= 1000).any()
