@@ -1,4 +1,7 @@
-"""Every config under configs/ builds and runs a forward: none can rot."""
+"""Every config under configs/ builds and runs a forward, and builds the
+model its name says: none can rot or drift from its name."""
+import re
+
 import pytest
 import torch
 
@@ -7,6 +10,7 @@ from conftest import CONFIGS, build_model, load_config, make_sample, preprocess
 # Every config folder: configs/dr1mask and configs/baselines (not _base_).
 CONFIG_PATHS = sorted(CONFIGS.parent.glob('*/*.py'))
 CONFIG_NAMES = [p.name for p in CONFIG_PATHS]
+DR1MASK_PATHS = sorted(CONFIGS.glob('*.py'))
 
 
 def test_the_paper_configs_exist():
@@ -25,7 +29,6 @@ def test_the_paper_configs_exist():
 @pytest.mark.parametrize('path', CONFIG_PATHS, ids=CONFIG_NAMES)
 def test_config_builds_and_predicts(path):
     cfg = load_config(path)
-    assert cfg.custom_imports.imports == ['projects.dr1mask']
     model = build_model(cfg.model).eval()
     image, sample = make_sample((60, 84), [[8, 8, 40, 40]], [0])
     data = preprocess(model, [image], [sample], training=False)
@@ -36,3 +39,51 @@ def test_config_builds_and_predicts(path):
         assert tuple(result.pred_instances.masks.shape[-2:]) == (60, 84)
     if 'pred_panoptic_seg' in result:
         assert tuple(result.pred_panoptic_seg.sem_seg.shape) == (1, 60, 84)
+
+
+def claimed(name: str) -> dict:
+    """What a DR1Mask config's name says about its model."""
+    panoptic = name.endswith('coco-panoptic.py') \
+        or name.endswith('toy-panoptic.py')
+    factors = re.search(r'_(no-ab|a-only|b-only)_', name)
+    width = re.search(r'_basis-(\d+)_', name)
+    pad = re.search(r'_pad-(\d+)_', name)
+    attention = re.search(r'_attn-(vector|full|factored)_', name)
+    default_width = 32 if 'toy' in name else (64 if panoptic else 32)
+    return dict(
+        panoptic=panoptic,
+        # the panoptic layer needs vector embeddings (Table 7)
+        attention=attention.group(1) if attention else
+        ('vector' if panoptic else 'factored'),
+        use_a=not factors or factors.group(1) == 'a-only',
+        use_b=not factors or factors.group(1) == 'b-only',
+        channels=int(width.group(1)) if width else default_width,
+        pad_size_divisor=int(pad.group(1)) if pad else 4,
+        # Table 5: padding to 32 or 128 goes with plain upsampling
+        aligned=not pad)
+
+
+@pytest.mark.parametrize('path', DR1MASK_PATHS,
+                         ids=[p.name for p in DR1MASK_PATHS])
+def test_config_builds_the_model_its_name_claims(path):
+    cfg = load_config(path)
+    assert cfg.custom_imports.imports == [
+        'projects.dr1mask', 'projects.dr1mask.safe_checkpoints'
+    ]
+    model = cfg.model
+    claims = claimed(path.name)
+    assert ('panoptic_head' in model
+            and model.panoptic_head is not None) == claims['panoptic']
+    assert model.mask_head.attention == claims['attention']
+    assert model.basis.get('use_a', True) == claims['use_a']
+    assert model.basis.get('use_b', True) == claims['use_b']
+    assert model.basis.channels == claims['channels']
+    assert model.data_preprocessor.pad_size_divisor \
+        == claims['pad_size_divisor']
+    assert model.basis.get('aligned', True) == claims['aligned']
+    backbone = re.match(r'dr1mask_([A-Za-z0-9.-]+?)(-dcn)?_fpn', path.name)
+    depth = re.fullmatch(r'r(\d+)', backbone.group(1))
+    if depth:
+        assert model.backbone.type == 'ResNet'
+        assert model.backbone.depth == int(depth.group(1))
+    assert ('dcn' in model.backbone) == bool(backbone.group(2))

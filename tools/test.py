@@ -1,4 +1,5 @@
-"""MMDetection's `tools/test.py`, with this repository importable (see _mmdet_tool)."""
+"""MMDetection's `tools/test.py`, run unchanged after this project's stack
+fixes (see _mmdet_tool)."""
 from _mmdet_tool import run_mmdet_tool
 
 if __name__ == '__main__':

@@ -1,21 +1,18 @@
 """DR1Mask (Chen, Shen, Tian, arXiv 2011.09796) for MMDetection 3.x.
 
-Importing this package registers every module into mmdet's registries and
-applies the stack's compatibility fixes (``compat``).
+Importing this package registers its modules into mmdet's registries and
+changes nothing else.
 """
-from . import compat
 from .dr1_basis import DR1Basis, aligned_upsample
 from .dr1_conv import DR1Conv
-from .dr1mask import DR1Mask
+from .dr1mask import DR1Mask, DR1MaskFeatures
 from .dr1mask_head import DR1MaskHead
 from .instance_module import InstancePredictionModule
 from .panoptic_layer import UnifiedPanopticLayer
 from .semantic_head import AuxSemanticHead
 
-compat.apply()
-
 __all__ = [
     'DR1Conv', 'DR1Basis', 'aligned_upsample', 'DR1MaskHead',
     'InstancePredictionModule', 'UnifiedPanopticLayer', 'AuxSemanticHead',
-    'DR1Mask'
+    'DR1Mask', 'DR1MaskFeatures'
 ]

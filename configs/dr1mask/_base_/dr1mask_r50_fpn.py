@@ -1,6 +1,10 @@
 # DR1Mask R-50-FPN for COCO instance segmentation: factored attention, D = 32
-# (paper Sec. 4.1; FCOS / BlendMask settings in shared DESIGN.md).
-custom_imports = dict(imports=['projects.dr1mask'], allow_failed_imports=False)
+# (paper Sec. 4.1; the detector's settings are FCOS's and BlendMask's).
+# `projects.dr1mask.safe_checkpoints` lets torch's weights_only loading read
+# the checkpoints mmengine's runner writes (see that module).
+custom_imports = dict(
+    imports=['projects.dr1mask', 'projects.dr1mask.safe_checkpoints'],
+    allow_failed_imports=False)
 
 model = dict(
     type='DR1Mask',
@@ -60,10 +64,11 @@ model = dict(
         attention_rank=4,
         mask_size=56,
         max_masks_per_img=200),
-    semantic_head=dict(type='AuxSemanticHead', num_things=80),
+    semantic_head=dict(type='AuxSemanticHead', num_things_classes=80),
     test_cfg=dict(
         nms_pre=1000,
         min_bbox_size=0,
         score_thr=0.05,
         nms=dict(type='nms', iou_threshold=0.6),
-        max_per_img=100))
+        max_per_img=100,
+        mask_thr=0.5))
