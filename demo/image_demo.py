@@ -21,8 +21,6 @@ from mmdet.apis import inference_detector, init_detector
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 from mmdet.registry import VISUALIZERS
 
-# The configs import `projects.dr1mask` from the repository root.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 ANNOTATION_LOADERS = ('LoadAnnotations', 'LoadPanopticAnnotations')
 

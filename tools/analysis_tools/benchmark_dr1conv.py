@@ -30,8 +30,7 @@ from typing import Callable, List, Tuple
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
-from projects.dr1mask.dr1_conv import CONTEXT_ACTS, DR1Conv  # noqa: E402
+from projects.dr1mask.dr1_conv import CONTEXT_ACTS, DR1Conv
 
 MALLOC_ENV = {
     'MALLOC_MMAP_THRESHOLD_': str(32 << 20),

@@ -13,7 +13,6 @@ prediction (right), drawn by mmdet's ``DetLocalVisualizer``.
 import argparse
 import json
 import os.path as osp
-import sys
 
 import numpy as np
 import torch
@@ -27,8 +26,6 @@ from panopticapi.utils import rgb2id
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 from mmdet.registry import VISUALIZERS
 
-# The configs import `projects.dr1mask` from the repository root.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 # metrics.json key -> key of the metrics the runner reports
 REPORTED = {
