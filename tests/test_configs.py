@@ -43,8 +43,7 @@ def test_config_builds_and_predicts(path):
 
 def claimed(name: str) -> dict:
     """What a DR1Mask config's name says about its model."""
-    panoptic = name.endswith('coco-panoptic.py') \
-        or name.endswith('toy-panoptic.py')
+    panoptic = name.endswith('-panoptic.py')
     factors = re.search(r'_(no-ab|a-only|b-only)_', name)
     width = re.search(r'_basis-(\d+)_', name)
     pad = re.search(r'_pad-(\d+)_', name)

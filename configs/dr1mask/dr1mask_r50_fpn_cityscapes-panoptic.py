@@ -4,23 +4,16 @@ _base_ = './dr1mask_r50_fpn_1x_coco-panoptic.py'
 # 2048), converted by tools/dataset_converters/cityscapes_panoptic.py. The
 # classes (8 things, 11 stuff) are CityscapesPanopticDataset's, from
 # cityscapesscripts' label definitions.
-custom_imports = dict(
-    imports=[
-        'projects.dr1mask', 'projects.dr1mask.cityscapes_panoptic',
-        'projects.dr1mask.panoptic_miou_metric'
-    ],
-    allow_failed_imports=False)
-
-num_things, num_stuff = 8, 11
+num_things_classes, num_stuff_classes = 8, 11
 model = dict(
-    bbox_head=dict(num_classes=num_things),
-    semantic_head=dict(num_things=num_things),
+    bbox_head=dict(num_classes=num_things_classes),
+    semantic_head=dict(num_things_classes=num_things_classes),
     panoptic_head=dict(
-        num_things=num_things,
-        num_stuff=num_stuff,
-        # detectron2's Panoptic-DeepLab (config.py: STUFF_AREA 2048, which
-        # its Cityscapes configs keep and its COCO ones raise to 4096).
-        stuff_area_thr=2048))
+        num_things_classes=num_things_classes,
+        num_stuff_classes=num_stuff_classes),
+    # detectron2's Panoptic-DeepLab (config.py: STUFF_AREA 2048, which its
+    # Cityscapes configs keep and its COCO ones raise to 4096).
+    test_cfg=dict(panoptic=dict(stuff_area_limit=2048)))
 
 # Panoptic-FPN's Cityscapes recipe, as detectron2's Semantic FPN config for
 # Cityscapes has it (PointRend/configs/SemanticSegmentation/

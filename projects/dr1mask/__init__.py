@@ -3,16 +3,19 @@
 Importing this package registers its modules into mmdet's registries and
 changes nothing else.
 """
+from .cityscapes_panoptic import CityscapesPanopticDataset
 from .dr1_basis import DR1Basis, aligned_upsample
 from .dr1_conv import DR1Conv
 from .dr1mask import DR1Mask, DR1MaskFeatures
 from .dr1mask_head import DR1MaskHead
 from .instance_module import InstancePredictionModule
 from .panoptic_layer import UnifiedPanopticLayer
+from .panoptic_miou_metric import PanopticMIoUMetric
 from .semantic_head import AuxSemanticHead
 
 __all__ = [
     'DR1Conv', 'DR1Basis', 'aligned_upsample', 'DR1MaskHead',
     'InstancePredictionModule', 'UnifiedPanopticLayer', 'AuxSemanticHead',
-    'DR1Mask', 'DR1MaskFeatures'
+    'DR1Mask', 'DR1MaskFeatures', 'CityscapesPanopticDataset',
+    'PanopticMIoUMetric'
 ]
