@@ -1,6 +1,8 @@
 # DR1Mask R-50-FPN for COCO instance segmentation: factored attention, D = 32
 # (paper Sec. 4.1; FCOS / BlendMask settings in shared DESIGN.md).
-custom_imports = dict(imports=['projects.dr1mask'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['projects.dr1mask', 'projects.dr1mask.dataset_check'],
+    allow_failed_imports=False)
 
 model = dict(
     type='DR1Mask',
