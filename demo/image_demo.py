@@ -1,11 +1,15 @@
 """Panoptic DR1Mask on any image: an overlay PNG and a JSON of its segments.
 
-    python demo/image_demo.py IMAGE CONFIG --weights CKPT --out-dir DIR
+    python demo/image_demo.py IMAGE [IMAGE ...] CONFIG --weights CKPT \
+        --out-dir DIR
 
-writes ``DIR/<image name>.png`` (the panoptic segmentation drawn by mmdet's
-``DetLocalVisualizer``) and ``DIR/<image name>.json``: one entry per segment
-with its class name, whether it is a thing, its area in pixels and, for
-things, the detection score. Grayscale images are read as 3-channel.
+writes, for each image, ``DIR/<image name>.png`` (the panoptic segmentation
+drawn by mmdet's ``DetLocalVisualizer``) and ``DIR/<image name>.json``: the
+image's size and one entry per segment with its class name, whether it is a
+thing, its area in pixels and, for things, the detection score. Images are
+decoded as training decodes them (mmcv, cv2): grayscale, RGBA and 16-bit
+images become 8-bit 3-channel, EXIF orientation is applied, and the outputs
+have the size of the image so decoded.
 """
 import argparse
 import json
@@ -27,7 +31,7 @@ ANNOTATION_LOADERS = ('LoadAnnotations', 'LoadPanopticAnnotations')
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('image', help='image file')
+    parser.add_argument('images', nargs='+', help='image files')
     parser.add_argument('config', help='a panoptic DR1Mask config')
     parser.add_argument('--weights', required=True, help='checkpoint file')
     parser.add_argument('--out-dir', required=True)
@@ -55,8 +59,9 @@ def segments(panoptic: np.ndarray, scores: np.ndarray, classes: tuple,
 
 def main() -> None:
     args = parse_args()
-    if not osp.isfile(args.image):
-        sys.exit(f'error: image {args.image!r} does not exist')
+    missing = [image for image in args.images if not osp.isfile(image)]
+    if missing:
+        sys.exit(f'error: image(s) {missing} do not exist')
     model = init_detector(args.config, args.weights, device=args.device)
     if not getattr(model, 'with_panoptic', False):
         sys.exit(f'error: {args.config} is not a panoptic DR1Mask config')
@@ -65,26 +70,34 @@ def main() -> None:
         step for step in model.cfg.test_dataloader.dataset.pipeline
         if step['type'] not in ANNOTATION_LOADERS
     ])
-    result = inference_detector(model, args.image, test_pipeline=pipeline)
-
-    meta = model.dataset_meta
-    panoptic = result.pred_panoptic_seg.sem_seg[0].cpu().numpy()
-    info = segments(panoptic, result.pred_instances.scores.cpu().numpy(),
-                    meta['classes'], len(meta['thing_classes']))
-    os.makedirs(args.out_dir, exist_ok=True)
-    name = osp.splitext(osp.basename(args.image))[0]
-    with open(osp.join(args.out_dir, f'{name}.json'), 'w') as f:
-        json.dump(dict(image=args.image, segments=info), f, indent=2)
-
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
-    visualizer.dataset_meta = meta
-    drawn = result.clone()
-    del drawn.pred_instances  # draw the panoptic segmentation alone
-    image = imread(args.image, channel_order='rgb')
-    visualizer.add_datasample(
-        name, image, drawn, draw_gt=False,
-        out_file=osp.join(args.out_dir, f'{name}.png'))
-    print(f'{len(info)} segments: {osp.join(args.out_dir, name)}.png / .json')
+    visualizer.dataset_meta = meta = model.dataset_meta
+    os.makedirs(args.out_dir, exist_ok=True)
+    for path in args.images:
+        result = inference_detector(model, path, test_pipeline=pipeline)
+        panoptic = result.pred_panoptic_seg.sem_seg[0].cpu().numpy()
+        info = segments(panoptic,
+                        result.pred_instances.scores.cpu().numpy(),
+                        meta['classes'], len(meta['thing_classes']))
+        name = osp.splitext(osp.basename(path))[0]
+        height, width = panoptic.shape
+        with open(osp.join(args.out_dir, f'{name}.json'), 'w') as f:
+            json.dump(dict(image=path, height=height, width=width,
+                           segments=info), f, indent=2)
+
+        drawn = result.clone()
+        del drawn.pred_instances  # draw the panoptic segmentation alone
+        if not info:
+            # All void (e.g. an image smaller than the stuff area limit):
+            # mmdet's visualizer cannot draw an empty segmentation.
+            del drawn.pred_panoptic_seg
+        # Decoded as the pipeline's LoadImageFromFile decodes it.
+        image = imread(path, channel_order='rgb')
+        visualizer.add_datasample(
+            name, image, drawn, draw_gt=False,
+            out_file=osp.join(args.out_dir, f'{name}.png'))
+        print(f'{len(info)} segments: {osp.join(args.out_dir, name)}'
+              '.png / .json')
 
 
 if __name__ == '__main__':

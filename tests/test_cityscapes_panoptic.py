@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -333,3 +334,16 @@ def test_train_and_test_report_pq_mask_ap_and_miou(workspace):
         assert key in output, key
     assert 'Per-class IoU of the panoptic map' in output
     assert 'traffic light' in output
+
+
+def test_converted_set_passes_the_dataset_checker(workspace):
+    data = workspace / 'data' / 'cityscapes'
+    result = subprocess.run([
+        sys.executable,
+        str(REPO / 'tools/misc/check_panoptic_dataset.py'),
+        str(data / 'annotations/cityscapes_panoptic_val.json'),
+        str(data / 'annotations/cityscapes_panoptic_val'),
+        str(data / 'leftImg8bit/val'), '--config', str(CONFIG)
+    ], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '0 problem(s)' in result.stderr

@@ -4,6 +4,7 @@ Importing this package registers its modules into mmdet's registries and
 changes nothing else.
 """
 from .cityscapes_panoptic import CityscapesPanopticDataset
+from .dataset_check import CheckPanopticDatasetHook
 from .dr1_basis import DR1Basis, aligned_upsample
 from .dr1_conv import DR1Conv
 from .dr1mask import DR1Mask, DR1MaskFeatures
@@ -17,5 +18,5 @@ __all__ = [
     'DR1Conv', 'DR1Basis', 'aligned_upsample', 'DR1MaskHead',
     'InstancePredictionModule', 'UnifiedPanopticLayer', 'AuxSemanticHead',
     'DR1Mask', 'DR1MaskFeatures', 'CityscapesPanopticDataset',
-    'PanopticMIoUMetric'
+    'PanopticMIoUMetric', 'CheckPanopticDatasetHook'
 ]

@@ -50,10 +50,15 @@ class CityscapesPanopticDataset(CocoPanopticDataset):
                 f'them), got {self.cat_ids}')
         return data_list
 
+    @staticmethod
+    def seg_map_name(img_file_name: str) -> str:
+        """The PNG name of an image: its base name."""
+        return osp.basename(img_file_name)
+
     def parse_data_info(self, raw_data_info: dict) -> dict:
         data_info = super().parse_data_info(raw_data_info)
         if data_info['seg_map_path'] is not None:
             data_info['seg_map_path'] = osp.join(
                 self.data_prefix['seg'],
-                osp.basename(data_info['seg_map_path']))
+                self.seg_map_name(raw_data_info['raw_img_info']['file_name']))
         return data_info

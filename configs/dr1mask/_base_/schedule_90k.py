@@ -25,3 +25,6 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10000))
 log_processor = dict(by_epoch=False)
+# Check the panoptic train / val data before the first iteration
+# (projects/dr1mask/dataset_check.py).
+custom_hooks = [dict(type='CheckPanopticDatasetHook')]
