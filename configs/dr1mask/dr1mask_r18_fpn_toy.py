@@ -52,3 +52,5 @@ val_evaluator = dict(
     ann_file=data_root + 'annotations/instances_val.json',
     metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
+default_hooks = dict(
+    checkpoint=dict(save_best='coco/segm_mAP', rule='greater'))
