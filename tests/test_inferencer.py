@@ -32,7 +32,7 @@ def trained(workspace):  # noqa: F811
         'default_hooks.visualization.interval=1',
         'default_hooks.visualization.score_thr=1.1'
     ]
-    extra = {PANOPTIC: ['model.panoptic_head.stuff_area_thr=0'], INSTANCE: []}
+    extra = {PANOPTIC: ['model.test_cfg.panoptic.stuff_area_limit=0'], INSTANCE: []}
     work_dirs = {}
     for config in (PANOPTIC, INSTANCE):
         work_dir = workspace / 'work_dirs' / config.stem

@@ -15,7 +15,6 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-$(if [ -x "$TOOLS/../.venv/bin/python" ]; then echo "$TOOLS/../.venv/bin/python"; else echo python; fi)}
 
 # SRUN_ARGS is unquoted on purpose: it holds several options.
-PYTHONPATH="$TOOLS/..":$PYTHONPATH \
 exec srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     --gres=gpu:"$GPUS_PER_NODE" \
