@@ -77,8 +77,30 @@ def test_vector_mode_blends_before_cropping_with_the_same_result():
     rois = torch.tensor([[1, 4., 8., 50., 40.], [0, 0., 0., 79., 63.],
                          [1, 30., 2., 44., 60.]])
     e = torch.randn(3, D)
-    expected = module.blend(module.roi_align(basis, rois), e)
+    expected = module.blend(module.crop(basis, rois), e)
     logits = module(basis, rois, e)
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
     logits.sum().backward()
     assert basis.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('stride', [4, 8])
+def test_crop_reads_the_basis_where_the_basis_puts_its_locations(stride):
+    """A basis holding the input x (resp. y) coordinate of its locations'
+    pixel centres (location j: pixel stride * j, centre stride * j + 0.5),
+    cropped for a box, gives back the coordinates of the RoI's own sample
+    points: the crop and the panoptic targets read F alike."""
+    module = InstancePredictionModule(1, stride, attention='vector',
+                                      mask_size=7)
+    h, w = 20, 30
+    xs = torch.arange(w) * stride + 0.5
+    ys = torch.arange(h) * stride + 0.5
+    basis = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)])[None]
+    box = torch.tensor([[0, 13.0, 9.0, 61.0, 42.5]])
+    crop = module.crop(basis, box)[0]
+    x1, y1, x2, y2 = box[0, 1:].tolist()
+    samples = (torch.arange(7) + 0.5) / 7
+    torch.testing.assert_close(crop[0], (x1 + samples * (x2 - x1)).expand(
+        7, 7), atol=1e-4, rtol=0)
+    torch.testing.assert_close(crop[1], (y1 + samples * (y2 - y1))[:, None]
+                               .expand(7, 7), atol=1e-4, rtol=0)

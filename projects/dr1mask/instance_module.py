@@ -73,6 +73,7 @@ class InstancePredictionModule(BaseModule):
             raise ValueError(f'attention={attention!r}: expected one of '
                              f'{ATTENTIONS}')
         self.basis_channels = basis_channels
+        self.basis_stride = basis_stride
         self.attention = attention
         self.num_bases = num_bases
         self.attention_size = attention_size
@@ -156,7 +157,7 @@ class InstancePredictionModule(BaseModule):
             Tensor: (M, mask_size, mask_size).
         """
         if self.attention != 'vector':
-            return self.blend(self.roi_align(basis, rois), embeddings)
+            return self.blend(self.crop(basis, rois), embeddings)
         # RoIAlign is linear in each channel, so the channel-weighted sum can
         # come first: one map per instance is cropped instead of D.
         image_ids = rois[:, 0].long()
@@ -167,7 +168,27 @@ class InstancePredictionModule(BaseModule):
                                           embeddings[selected], feat)
         own_rois = torch.cat(
             [torch.arange(len(rois)).to(rois)[:, None], rois[:, 1:]], dim=1)
-        return self.roi_align(maps[:, None], own_rois)[:, 0]
+        return self.crop(maps[:, None], own_rois)[:, 0]
+
+    def crop(self, features: Tensor, rois: Tensor) -> Tensor:
+        """RoIAlign of maps on F's grid: (N, C, h, w) -> (M, C, S, S).
+
+        Location j of F is input pixel ``stride * j`` (DR1Basis' aligned
+        upsampling, the panoptic targets), whose centre is at continuous
+        coordinate ``stride * j + 0.5``. mmcv's aligned RoIAlign reads
+        location j at ``stride * (j + 0.5)``, (stride - 1) / 2 further, so
+        the boxes are moved by that much: a sample at continuous coordinate
+        x then reads F at x, where ``BitmapMasks.crop_and_resize`` reads the
+        mask targets.
+
+        Args:
+            features (Tensor): (N, C, h, w) at the basis stride.
+            rois (Tensor): (M, 5), [image index, x1, y1, x2, y2] in input
+                pixels.
+        """
+        shift = (self.basis_stride - 1) / 2
+        return self.roi_align(
+            features, torch.cat([rois[:, :1], rois[:, 1:] + shift], dim=1))
 
     def loss(self, basis: Tensor, positive_infos: InstanceList,
              batch_gt_instances: InstanceList) -> dict:
