@@ -233,3 +233,51 @@ def test_two_heads_naming_a_loss_alike_is_an_error(monkeypatch):
     with pytest.raises(KeyError, match='loss_mask'):
         compute_losses(model, [dict(img_hw=(64, 64), boxes=[[8, 8, 40, 48]],
                                     labels=[1])])
+
+
+@pytest.mark.parametrize('source', ['box_tower', 'cls_tower', 'fpn'])
+def test_contexts_come_from_the_configured_source(source):
+    """Table 3: the context part of the top layer reads the box tower, the
+    class tower or the FPN level itself."""
+    cfg = small_model_cfg(panoptic=False, attention='vector')
+    cfg.bbox_head.context_source = source
+    model = build_model(cfg).eval()
+    head = model.bbox_head
+    torch.nn.init.normal_(head.top_layer.weight)
+    with torch.no_grad():
+        x = model.extract_feat(torch.rand(1, 3, 64, 96))[0]
+        towers = dict(fpn=x, box_tower=x, cls_tower=x)
+        for conv in head.reg_convs:
+            towers['box_tower'] = conv(towers['box_tower'])
+        for conv in head.cls_convs:
+            towers['cls_tower'] = conv(towers['cls_tower'])
+        *_, context = head.forward_single(x, head.scales[0], head.strides[0])
+        channels = slice(head.embedding_channels, None)
+        expected = torch.nn.functional.conv2d(
+            towers[source], head.top_layer.weight[channels],
+            head.top_layer.bias[channels], padding=1)
+    assert context.shape[1] == model.basis.context_channels
+    torch.testing.assert_close(context, expected)
+
+
+def test_candidates_are_ranked_by_class_times_centerness():
+    """As AdelaiDet's FCOS: of two locations above the class threshold, the
+    one kept by nms_pre=1 is the better cls * centerness, not the better
+    cls, and its score is sqrt(cls * centerness)."""
+    model = build_model(small_model_cfg(panoptic=False, attention='vector'))
+    head = model.bbox_head.eval()
+    sizes = [(1, 2)] * len(head.strides)
+    cls_scores = [torch.full((1, NUM_THINGS, *s), -10.0) for s in sizes]
+    centernesses = [torch.zeros(1, 1, *s) for s in sizes]
+    cls_scores[0][0, 0, 0] = torch.tensor([2.0, 1.0])  # 0.88, 0.73
+    centernesses[0][0, 0, 0] = torch.tensor([-5.0, 5.0])  # 0.007, 0.993
+    bbox_preds = [torch.full((1, 4, *s), 8.0) for s in sizes]
+    box_feats = [torch.zeros(1, head.feat_channels, *s) for s in sizes]
+    head.test_cfg.update(nms_pre=1, score_thr=0.05)
+    detections = head.predict_by_feat(
+        cls_scores, bbox_preds, centernesses, box_feats,
+        batch_img_metas=[dict(img_shape=(64, 64))])[0]
+    assert len(detections) == 1
+    assert detections.points.tolist() == [[12.0, 4.0]]  # the second location
+    expected = (torch.tensor(1.0).sigmoid() * torch.tensor(5.0).sigmoid())
+    torch.testing.assert_close(detections.scores, expected.sqrt()[None])

@@ -6,8 +6,11 @@ context maps ``C_l = [A_l, B_l]`` that modulate DR1Basis (Eq. 5):
 
     {C_l, E_l} = Top(Tower(P_l)),  l = 3..7
 
-The box tower is where Table 3 says the context must come from: it keeps the
-instance embedding and the context it modulates consistent.
+The box tower is where Table 3 says the context should come from: it keeps
+the instance embedding and the context it modulates consistent. For Table
+3's other rows the context part of the top layer reads the class tower or
+the FPN level instead (``context_source``); without A and B (the plain
+basis) there is no context at all.
 
 Target assignment and the positives' bookkeeping are mmdet's CondInst box
 head (FCOS that remembers which GT each positive location is assigned to),
@@ -33,6 +36,8 @@ from mmdet.models.utils import filter_scores_and_topk
 from mmdet.registry import MODELS
 from mmdet.utils import InstanceList, OptInstanceList
 
+CONTEXT_SOURCES = ('box_tower', 'cls_tower', 'fpn')
+
 
 @MODELS.register_module()
 class DR1MaskHead(CondInstBboxHead):
@@ -45,16 +50,29 @@ class DR1MaskHead(CondInstBboxHead):
         context_channels (int): Channels of the context maps ``C_l`` (2 * D
             for DR1Basis of width D with A and B; 0 for the plain basis);
             the detector fills it in from the basis.
+        context_source (str): What the context part of the top layer reads
+            (Table 3): ``'box_tower'`` (the paper's choice, default),
+            ``'cls_tower'`` or ``'fpn'`` (the level's FPN features).
         **kwargs: FCOSHead's arguments.
     """
 
     def __init__(self, *args, embedding_channels: int,
-                 context_channels: int, **kwargs) -> None:
+                 context_channels: int, context_source: str = 'box_tower',
+                 **kwargs) -> None:
+        if context_source not in CONTEXT_SOURCES:
+            raise ValueError(f'context_source={context_source!r}: expected '
+                             f'one of {CONTEXT_SOURCES}')
         self.embedding_channels = embedding_channels
         self.context_channels = context_channels
+        self.context_source = context_source
         # CondInst's positives carry `num_params` channels of per-location
         # outputs: here, the embeddings.
         super().__init__(*args, num_params=embedding_channels, **kwargs)
+        if context_source == 'fpn' and self.in_channels != self.feat_channels:
+            raise ValueError(
+                "context_source='fpn' reads the FPN level with the top "
+                f'layer, which takes feat_channels={self.feat_channels} '
+                f'channels, but in_channels={self.in_channels}')
 
     def _init_layers(self) -> None:
         # FCOS's towers and predictors; the top layer takes the place of
@@ -102,8 +120,9 @@ class DR1MaskHead(CondInstBboxHead):
                 bbox_pred *= stride
         else:
             bbox_pred = bbox_pred.exp()
-        context = self._top_layer(box_feat, slice(self.embedding_channels,
-                                                  None))
+        source = dict(box_tower=box_feat, cls_tower=cls_feat, fpn=x)
+        context = self._top_layer(source[self.context_source],
+                                  slice(self.embedding_channels, None))
         return cls_score, bbox_pred, centerness, box_feat, context
 
     def _top_layer(self, box_feat: Tensor, channels: slice) -> Tensor:
@@ -211,10 +230,13 @@ class DR1MaskHead(CondInstBboxHead):
                         with_nms: bool = True) -> InstanceList:
         """FCOS's detections, each with its location and its embedding.
 
-        Per level, the ``nms_pre`` best locations above ``score_thr`` are
-        decoded; NMS keeps ``max_per_img`` of them, ranked by
-        ``sqrt(cls * centerness)``; only the kept locations' embeddings are
-        computed (:meth:`embeddings_at`).
+        As AdelaiDet's FCOS, which BlendMask and the paper build on: per
+        level, the (location, class) pairs whose class score is above
+        ``score_thr``, at most ``nms_pre`` of them ranked by ``cls *
+        centerness`` (mmdet's FCOS ranks by ``cls`` alone), are decoded and
+        scored ``sqrt(cls * centerness)``; NMS keeps ``max_per_img``; only
+        the kept locations' embeddings are computed
+        (:meth:`embeddings_at`).
 
         Returns:
             list[InstanceData]: per image ``bboxes``, ``scores``, ``labels``,
@@ -254,27 +276,21 @@ class DR1MaskHead(CondInstBboxHead):
                           centerness: Tensor, priors: Tensor,
                           cfg: ConfigDict) -> InstanceData:
         """The ``nms_pre`` best (location, class) pairs of one level of one
-        image above ``score_thr``, with their locations' box predictions,
-        centerness (``score_factors``), points and strides."""
-        scores = cls_score.permute(1, 2, 0).reshape(
+        image (see :meth:`predict_by_feat`), with their scores, labels,
+        box predictions, points and strides."""
+        cls = cls_score.permute(1, 2, 0).reshape(
             -1, self.cls_out_channels).sigmoid()
-        scores, labels, keep, kept = filter_scores_and_topk(
-            scores, cfg.get('score_thr', 0), cfg.get('nms_pre', -1),
+        # cls * centerness is > 0 wherever cls passes the threshold
+        quality = torch.where(cls > cfg.get('score_thr', 0),
+                              cls * centerness.reshape(-1, 1).sigmoid(), 0)
+        quality, labels, _, kept = filter_scores_and_topk(
+            quality, 0, cfg.get('nms_pre', -1),
             dict(
                 bbox_pred=bbox_pred.permute(1, 2, 0).reshape(-1, 4),
                 priors=priors))
         return InstanceData(
-            scores=scores,
+            scores=quality.sqrt(),
             labels=labels,
-            score_factors=centerness.reshape(-1)[keep].sigmoid(),
             bbox_pred=kept['bbox_pred'],
             points=kept['priors'][:, :2],
             strides=kept['priors'][:, 2])
-
-    def _bbox_post_process(self, results: InstanceData, cfg: ConfigDict,
-                           **kwargs) -> InstanceData:
-        # FCOS ranks by the geometric mean of class score and centerness.
-        if 'score_factors' in results:
-            results.scores = (results.scores *
-                              results.pop('score_factors')).sqrt()
-        return super()._bbox_post_process(results, cfg, **kwargs)
