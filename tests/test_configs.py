@@ -8,7 +8,10 @@ import torch
 from conftest import CONFIGS, build_model, load_config, make_sample, preprocess
 
 # Every config folder: configs/dr1mask and configs/baselines (not _base_).
-CONFIG_PATHS = sorted(CONFIGS.parent.glob('*/*.py'))
+# A test-dev config is its model's config with other test data: its model
+# is built as that config's.
+TEST_DEV_PATHS = sorted(CONFIGS.glob('*_test-dev.py'))
+CONFIG_PATHS = sorted(set(CONFIGS.parent.glob('*/*.py')) - set(TEST_DEV_PATHS))
 CONFIG_NAMES = [p.name for p in CONFIG_PATHS]
 DR1MASK_PATHS = sorted(CONFIGS.glob('*.py'))
 
@@ -43,12 +46,17 @@ def test_config_builds_and_predicts(path):
 
 def claimed(name: str) -> dict:
     """What a DR1Mask config's name says about its model."""
+    name = name.replace('_test-dev', '')
     panoptic = name.endswith('-panoptic.py')
     factors = re.search(r'_(no-ab|a-only|b-only)_', name)
     width = re.search(r'_basis-(\d+)_', name)
     pad = re.search(r'_pad-(\d+)_', name)
     attention = re.search(r'_attn-(vector|full|factored)_', name)
-    default_width = 32 if 'toy' in name else (64 if panoptic else 32)
+    context = re.search(r'_context-(fpn|cls-tower)_', name)
+    # 64 for panoptic results (Table 6), 32 for instances, the toy model
+    # and every ablation (1x panoptic runs: Tables 2, 5, 7)
+    default_width = 64 if panoptic and ('_ms-3x_' in name
+                                        or 'cityscapes' in name) else 32
     return dict(
         panoptic=panoptic,
         # the panoptic layer needs vector embeddings (Table 7)
@@ -59,7 +67,9 @@ def claimed(name: str) -> dict:
         channels=int(width.group(1)) if width else default_width,
         pad_size_divisor=int(pad.group(1)) if pad else 4,
         # Table 5: padding to 32 or 128 goes with plain upsampling
-        aligned=not pad)
+        aligned=not pad,
+        context_source=context.group(1).replace('-', '_')
+        if context else 'box_tower')
 
 
 @pytest.mark.parametrize('path', DR1MASK_PATHS,
@@ -80,9 +90,34 @@ def test_config_builds_the_model_its_name_claims(path):
     assert model.data_preprocessor.pad_size_divisor \
         == claims['pad_size_divisor']
     assert model.basis.get('aligned', True) == claims['aligned']
+    assert model.bbox_head.get('context_source', 'box_tower') \
+        == claims['context_source']
     backbone = re.match(r'dr1mask_([A-Za-z0-9.-]+?)(-dcn)?_fpn', path.name)
     depth = re.fullmatch(r'r(\d+)', backbone.group(1))
     if depth:
         assert model.backbone.type == 'ResNet'
         assert model.backbone.depth == int(depth.group(1))
     assert ('dcn' in model.backbone) == bool(backbone.group(2))
+
+
+@pytest.mark.parametrize('path', TEST_DEV_PATHS,
+                         ids=[p.name for p in TEST_DEV_PATHS])
+def test_test_dev_configs_write_the_submission_of_their_model(path):
+    """Tables 8 and 9: the model of the config named without `_test-dev`,
+    tested on test2017 with the metric writing the submission files."""
+    cfg = load_config(path)
+    model_config = load_config(path.name.replace('_test-dev', ''))
+    assert cfg.model == model_config.model
+    dataset = cfg.test_dataloader.dataset
+    assert dataset.ann_file.endswith('image_info_test-dev2017.json')
+    assert dataset.data_prefix == dict(img='test2017/')
+    assert dataset.test_mode
+    if 'panoptic' in path.name:
+        # test-dev has no panoptic PNGs to load
+        assert not [step for step in dataset.pipeline
+                    if 'Annotations' in step.type]
+    evaluator = cfg.test_evaluator
+    assert evaluator.format_only and evaluator.outfile_prefix
+    assert evaluator.ann_file.endswith('image_info_test-dev2017.json')
+    assert evaluator.type == ('CocoPanopticMetric' if 'panoptic' in path.name
+                              else 'CocoMetric')

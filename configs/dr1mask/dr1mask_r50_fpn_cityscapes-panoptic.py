@@ -6,6 +6,8 @@ _base_ = './dr1mask_r50_fpn_1x_coco-panoptic.py'
 # cityscapesscripts' label definitions.
 num_things_classes, num_stuff_classes = 8, 11
 model = dict(
+    # the panoptic width (Table 6), not the 1x ablations' 32
+    basis=dict(channels=64),
     bbox_head=dict(num_classes=num_things_classes),
     semantic_head=dict(num_things_classes=num_things_classes),
     panoptic_head=dict(
