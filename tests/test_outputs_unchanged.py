@@ -10,14 +10,14 @@ crop moved onto the basis' grid (``InstancePredictionModule.crop``): the
 panoptic model's instance masks changed by design, nothing else did. A
 change meant to alter outputs rewrites it in the same commit and says so.
 """
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import build_model, make_sample, preprocess, small_model_cfg
+from conftest import (build_model, make_sample, preprocess, seeded_weights,
+                      small_model_cfg)
 
 REFERENCE = Path(__file__).parent / 'data' / 'outputs_reference.npz'
 SPECS = [
@@ -27,29 +27,6 @@ SPECS = [
 ]
 MODELS = {'panoptic': dict(panoptic=True, attention='vector'),
           'instance': dict(panoptic=False, attention='factored')}
-
-
-def seeded_weights(model: torch.nn.Module) -> None:
-    """Fill every parameter and buffer from a generator seeded by its name,
-    so the weights do not depend on the order modules are built in; the box
-    regression is biased to boxes of a few strides, as a trained head's."""
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-            noise = torch.randn(tensor.shape, generator=gen)
-            if name.endswith('running_var'):
-                value = 1 + 0.1 * noise.abs()
-            elif tensor.dim() > 1:
-                value = noise / (tensor[0].numel()**0.5)
-            elif name.endswith('weight'):
-                value = 1 + 0.1 * noise
-            elif name == 'bbox_head.conv_reg.bias':
-                value = 2 + 0.1 * noise  # boxes a few strides wide
-            else:
-                value = 0.1 * noise
-            tensor.copy_(value)
 
 
 def outputs(name: str) -> dict:

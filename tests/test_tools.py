@@ -134,3 +134,17 @@ def test_mmdets_own_scripts_run_our_configs(workspace):
         'model.test_cfg.score_thr=0.0'
     ], cwd=workspace)
     assert 'coco_panoptic/PQ:' in output
+
+
+def test_gpu_check_is_wired():
+    """tools/gpu_check.sh --dry-run: every GPU check is listed and what they
+    need loads (the checks themselves need a GPU)."""
+    result = subprocess.run(['bash', str(REPO / 'tools/gpu_check.sh'),
+                             '--dry-run'], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHON=sys.executable))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert re.match(r'PASS wiring: \d+ GPU tests collected', lines[0])
+    for check in ('cuda_ops', 'cuda_tests', 'toy_data', 'train_amp',
+                  'dist_train'):
+        assert any(line.startswith(f'DRY {check}: ') for line in lines), check
