@@ -20,12 +20,12 @@ SHORT = [
 ]
 
 
-def run(args, cwd, env=None, timeout=600):
+def run(args, cwd, env=None, timeout=600, returncode=0):
     result = subprocess.run(
         args, cwd=cwd, env=env, capture_output=True, text=True,
         timeout=timeout)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
+    assert result.returncode == returncode, output[-5000:]
     return output
 
 
@@ -42,12 +42,12 @@ def workspace(tmp_path_factory):
     return root
 
 
-def train(workspace, work_dir, max_iters, *extra, config=CONFIG):
+def train(workspace, work_dir, max_iters, *extra, config=CONFIG, **kwargs):
     return run([
         sys.executable, str(REPO / 'tools/train.py'), config, '--work-dir',
         str(work_dir), *extra, '--cfg-options',
         f'train_cfg.max_iters={max_iters}', *SHORT
-    ], cwd=workspace)
+    ], cwd=workspace, **kwargs)
 
 
 def test_train_save_test_resume(workspace):
@@ -76,6 +76,18 @@ def test_train_save_test_resume(workspace):
         for s in after['optimizer']['state'].values()
     ]
     assert momentum and all(m is not None for m in momentum)
+
+
+def test_non_finite_loss_stops_training_naming_the_term(workspace):
+    """An infinite panoptic loss weight: the run stops after iteration 1
+    with the term named, before that state is logged or saved."""
+    work_dir = workspace / 'work_dirs' / 'diverged'
+    output = train(workspace, work_dir, 2, '--cfg-options',
+                   'model.panoptic_head.loss_weight=inf', returncode=1)
+    assert ('FloatingPointError: Non-finite loss at iteration 1: '
+            'loss = inf on rank 0; loss_panoptic = inf on rank 0\n') in output
+    assert 'Iter(train) [1/2]' not in output
+    assert not list(work_dir.glob('*.pth'))
 
 
 def test_instance_model_reports_box_and_mask_ap(workspace):

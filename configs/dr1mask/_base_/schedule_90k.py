@@ -25,3 +25,7 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10000))
 log_processor = dict(by_epoch=False)
+# A NaN or infinite loss term stops the run, naming the term and iteration.
+custom_hooks = [
+    dict(type='projects.dr1mask.check_finite_loss_hook.CheckFiniteLossHook'),
+]
