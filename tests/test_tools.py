@@ -1,8 +1,10 @@
 """The user-facing tools, run as users run them: train, save, test, resume,
 and distributed training on the CPU, from a working directory that is not
 the repository."""
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -50,6 +52,17 @@ def train(workspace, work_dir, max_iters, *extra, config=CONFIG, **kwargs):
     ], cwd=workspace, **kwargs)
 
 
+def logged_losses(work_dir):
+    """{iteration: {loss term: value}} from the json scalars log of the
+    latest run in ``work_dir``."""
+    log = sorted(work_dir.glob('*/vis_data/scalars.json'))[-1]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return {
+        r['iter']: {k: v for k, v in r.items() if k.startswith('loss')}
+        for r in records if 'loss' in r
+    }
+
+
 def test_train_save_test_resume(workspace):
     work_dir = workspace / 'work_dirs' / 'toy'
     train(workspace, work_dir, 2)
@@ -76,6 +89,62 @@ def test_train_save_test_resume(workspace):
         for s in after['optimizer']['state'].values()
     ]
     assert momentum and all(m is not None for m in momentum)
+
+
+# A crash that leaves no chance to save anything: the process kills itself
+# with SIGKILL after iteration `iteration`, once the logger has written it.
+SIGKILL_HOOK = """
+import os
+import signal
+
+from mmengine.hooks import Hook
+
+
+class SigkillAfterIter(Hook):
+    priority = 'LOWEST'
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter + 1 == self.iteration:
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+# Reproducible runs, without the evaluation at the end.
+DETERMINISTIC = [
+    '--cfg-options', 'randomness.seed=0', 'randomness.deterministic=True',
+    'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None'
+]
+
+
+def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(workspace):
+    """Checkpoints every 2 iterations; a run killed by SIGKILL after
+    iteration 3 resumes from iteration 2 and logs exactly the losses of a
+    run never interrupted at iterations 3 and 4."""
+    (workspace / 'sigkill_hook.py').write_text(SIGKILL_HOOK)
+    killed_config = workspace / 'killed_after_3.py'
+    killed_config.write_text(
+        f'_base_ = {CONFIG!r}\n'
+        'custom_hooks = _base_.custom_hooks + [\n'
+        "    dict(type='sigkill_hook.SigkillAfterIter', iteration=3)]\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(workspace), os.environ.get('PYTHONPATH', '')]))
+
+    reference = workspace / 'work_dirs' / 'uninterrupted'
+    train(workspace, reference, 4, *DETERMINISTIC)
+    work_dir = workspace / 'work_dirs' / 'killed'
+    train(workspace, work_dir, 4, *DETERMINISTIC, config=str(killed_config),
+          env=env, returncode=-signal.SIGKILL)
+    assert sorted(logged_losses(work_dir)) == [1, 2, 3]
+    assert (work_dir / 'last_checkpoint').read_text().endswith('iter_2.pth')
+
+    output = train(workspace, work_dir, 4, '--resume', *DETERMINISTIC)
+    assert 'Auto resumed from the latest checkpoint' in output
+    resumed = logged_losses(work_dir)
+    assert sorted(resumed) == [3, 4]
+    expected = logged_losses(reference)
+    assert resumed == {i: expected[i] for i in (3, 4)}
 
 
 def test_non_finite_loss_stops_training_naming_the_term(workspace):
