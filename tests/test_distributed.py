@@ -6,7 +6,8 @@ small DR1Mask through mmengine's ``MMDistributedDataParallel`` with
 ``find_unused_parameters=False`` (the runner's default), where a parameter
 that gets no gradient on one rank makes DDP hang or fail, and writes its
 all-reduced losses and its gradients. The reference is the same model on the
-same two images as one batch in this process.
+same two images as one batch in this process. Last, each rank runs
+``CheckFiniteLossHook`` on log variables that are NaN on rank 1 only.
 
 The model is ``small_model_cfg``'s: GroupNorm in the heads and DR1Basis,
 the backbone's BatchNorm frozen (``norm_eval=True``), so no statistic
@@ -16,6 +17,7 @@ negatives that two batches of 1 do not have.
 """
 import datetime
 import time
+from types import SimpleNamespace
 from typing import List, Optional
 
 import pytest
@@ -24,6 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from mmengine.model import MMDistributedDataParallel
 
+from projects.dr1mask.check_finite_loss_hook import CheckFiniteLossHook
 from conftest import (NUM_THINGS, build_model, make_sample, preprocess,
                       small_model_cfg)
 
@@ -102,6 +105,16 @@ def rank_worker(rank: int, store: str, out_dir: str) -> None:
             dist.all_reduce(value)
             value /= WORLD_SIZE
         torch.save(result, f'{out_dir}/{name}_rank{rank}.pt')
+    # The mask loss of rank 1 alone is NaN after iteration 7.
+    log_vars = dict(loss=torch.tensor(1.0),
+                    loss_mask=torch.tensor(float('nan') if rank else 0.5))
+    try:
+        CheckFiniteLossHook().after_train_iter(
+            SimpleNamespace(iter=6), 0, outputs=log_vars)
+        message = 'no error'
+    except FloatingPointError as error:
+        message = str(error)
+    torch.save(message, f'{out_dir}/nan_rank{rank}.pt')
     dist.destroy_process_group()
 
 
@@ -123,7 +136,7 @@ def ranks(tmp_path_factory):
     return {
         name: [torch.load(out / f'{name}_rank{r}.pt')
                for r in range(WORLD_SIZE)]
-        for name in CASES
+        for name in [*CASES, 'nan']
     }
 
 
@@ -154,3 +167,11 @@ def test_two_ranks_of_batch_one_equal_one_process_of_batch_two(ranks, case):
             torch.testing.assert_close(
                 result['grads'][name], grad, rtol=RTOL, atol=ATOL,
                 msg=lambda m: f'{name}, rank {rank}: {m}')
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(ranks):
+    assert ranks['nan'] == [
+        'Non-finite loss at iteration 7: '
+        'loss_mask is not finite on another rank',
+        'Non-finite loss at iteration 7: loss_mask = nan on rank 1',
+    ]
