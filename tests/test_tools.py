@@ -31,16 +31,22 @@ def run(args, cwd, env=None, timeout=600, returncode=0):
     return output
 
 
+def generate_toy(root, num_train, num_val):
+    """A toy set of 64-96 px images in root/data/toy_panoptic, where the
+    configs look for it."""
+    run([
+        sys.executable,
+        str(REPO / 'tools/misc/generate_toy_panoptic.py'),
+        'data/toy_panoptic', '--num-train', str(num_train), '--num-val',
+        str(num_val), '--min-size', '64', '--max-size', '96'
+    ], cwd=root)
+
+
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     """A folder holding data/toy_panoptic, as the configs expect."""
     root = tmp_path_factory.mktemp('workspace')
-    run([
-        sys.executable,
-        str(REPO / 'tools/misc/generate_toy_panoptic.py'),
-        'data/toy_panoptic', '--num-train', '6', '--num-val', '3',
-        '--min-size', '64', '--max-size', '96'
-    ], cwd=root)
+    generate_toy(root, num_train=6, num_val=3)
     return root
 
 
@@ -215,12 +221,7 @@ def test_evaluation_memory_is_flat_in_the_number_of_images(tmp_path):
     depends on the order of allocations, and the same run peaked anywhere
     between 594 and 694 MB.
     """
-    run([
-        sys.executable,
-        str(REPO / 'tools/misc/generate_toy_panoptic.py'),
-        'data/toy_panoptic', '--num-train', '1', '--num-val', '200',
-        '--min-size', '64', '--max-size', '96'
-    ], cwd=tmp_path)
+    generate_toy(tmp_path, num_train=1, num_val=200)
     checkpoint = tmp_path / 'untrained.pth'
     torch.save(
         dict(state_dict=build_model(load_config(CONFIG).model).state_dict()),
