@@ -3,6 +3,7 @@
 Importing this package registers its modules into mmdet's registries and
 changes nothing else.
 """
+from .check_finite_loss_hook import CheckFiniteLossHook
 from .cityscapes_panoptic import CityscapesPanopticDataset
 from .dataset_check import CheckPanopticDatasetHook
 from .dr1_basis import DR1Basis, aligned_upsample
@@ -18,5 +19,5 @@ __all__ = [
     'DR1Conv', 'DR1Basis', 'aligned_upsample', 'DR1MaskHead',
     'InstancePredictionModule', 'UnifiedPanopticLayer', 'AuxSemanticHead',
     'DR1Mask', 'DR1MaskFeatures', 'CityscapesPanopticDataset',
-    'PanopticMIoUMetric', 'CheckPanopticDatasetHook'
+    'PanopticMIoUMetric', 'CheckPanopticDatasetHook', 'CheckFiniteLossHook'
 ]

@@ -214,13 +214,15 @@ class InstancePredictionModule(BaseModule):
                         dtype=basis.dtype, device=basis.device))
             weights.append(info.centerness_targets)
         weights = torch.cat(weights)
+        # Every rank takes part in the all-reduce, with or without positives,
+        # or the ranks that have some wait for the others forever.
+        avg_factor = reduce_mean(weights.sum().detach()).clamp(min=1e-6)
         if weights.numel() == 0:
             # Keep every parameter in the graph so DDP sees them all.
             zero = basis.sum() * 0 + sum(p.sum() for p in self.parameters()) * 0
             return dict(loss_mask=zero)
         logits = self(basis, bbox2roi(boxes), torch.cat(embeddings))
         pixels = logits[0].numel()
-        avg_factor = reduce_mean(weights.sum().detach()).clamp(min=1e-6)
         loss_mask = self.loss_mask(
             logits,
             torch.cat(targets),

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
-from mmdet.utils import InstanceList
+from mmdet.utils import InstanceList, reduce_mean
 
 from .constants import IGNORE_INDEX
 
@@ -141,7 +141,9 @@ class UnifiedPanopticLayer(BaseModule):
                     logits[None], target[None], ignore_index=IGNORE_INDEX,
                     reduction='sum'))
             valid.append((target != IGNORE_INDEX).sum())
-        num_valid = torch.stack(valid).sum().clamp(min=1)
+        # The mean over ranks: DDP then averages sum / mean, which is the
+        # loss of the whole distributed batch (FCOS normalises by num_pos so).
+        num_valid = reduce_mean(torch.stack(valid).sum().float()).clamp(min=1)
         return dict(
             loss_panoptic=self.loss_weight * torch.stack(losses).sum() /
             num_valid)

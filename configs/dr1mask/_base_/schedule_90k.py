@@ -25,6 +25,10 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10000))
 log_processor = dict(by_epoch=False)
-# Check the panoptic train / val data before the first iteration
-# (projects/dr1mask/dataset_check.py).
-custom_hooks = [dict(type='CheckPanopticDatasetHook')]
+# Before the first iteration, the panoptic train / val data are checked
+# (projects/dr1mask/dataset_check.py); after each, a NaN or infinite loss
+# term stops the run, naming the term and the iteration.
+custom_hooks = [
+    dict(type='CheckPanopticDatasetHook'),
+    dict(type='CheckFiniteLossHook'),
+]
