@@ -90,6 +90,7 @@ def test_train_save_test_resume(workspace):
     ], cwd=workspace)
     assert re.search(r'\|\s*All\s*\|', output), 'no PQ table'
     assert 'coco/segm_mAP:' in output and 'coco_panoptic/PQ:' in output
+    assert re.search(r'panoptic_semantic/mIoU: \d', output)
 
     output = train(workspace, work_dir, 4, '--resume')
     assert 'Auto resumed from the latest checkpoint' in output

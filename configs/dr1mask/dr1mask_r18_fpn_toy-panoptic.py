@@ -91,7 +91,8 @@ val_evaluator = [
     dict(
         type='CocoMetric',
         ann_file=data_root + 'annotations/instances_val.json',
-        metric=['bbox', 'segm'])
+        metric=['bbox', 'segm']),
+    dict(type='PanopticMIoUMetric')
 ]
 test_evaluator = val_evaluator
 

@@ -7,8 +7,9 @@ The last step of ``make quickstart``; works for any panoptic DR1Mask config:
 
 writes ``WORK_DIR/metrics.json`` (PQ / SQ / RQ for all, things and stuff, in
 percent as ``CocoPanopticMetric`` reports them; box and mask mAP in [0, 1] as
-``CocoMetric`` does) and ``WORK_DIR/vis/*.png``: ground truth (left) beside the
-prediction (right), drawn by mmdet's ``DetLocalVisualizer``.
+``CocoMetric`` does; the panoptic map's mIoU in percent) and
+``WORK_DIR/vis/*.png``: ground truth (left) beside the prediction (right),
+drawn by mmdet's ``DetLocalVisualizer``.
 """
 import argparse
 import json
@@ -37,6 +38,7 @@ REPORTED = {
     'bbox_mAP_50': 'coco/bbox_mAP_50',
     'segm_mAP': 'coco/segm_mAP',
     'segm_mAP_50': 'coco/segm_mAP_50',
+    'mIoU': 'panoptic_semantic/mIoU',
 }
 
 

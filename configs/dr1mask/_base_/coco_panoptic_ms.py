@@ -14,7 +14,8 @@ train_pipeline = [
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 
-# One pass reports PQ and box / mask AP on the same predictions.
+# One pass reports PQ, box / mask AP and the mIoU of the panoptic map's
+# semantic labels (things and stuff) on the same predictions.
 data_root = 'data/coco/'
 val_evaluator = [
     dict(
@@ -27,6 +28,7 @@ val_evaluator = [
         type='CocoMetric',
         ann_file=data_root + 'annotations/instances_val2017.json',
         metric=['bbox', 'segm'],
-        backend_args=None)
+        backend_args=None),
+    dict(type='PanopticMIoUMetric')
 ]
 test_evaluator = val_evaluator
