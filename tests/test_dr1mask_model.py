@@ -281,3 +281,35 @@ def test_candidates_are_ranked_by_class_times_centerness():
     assert detections.points.tolist() == [[12.0, 4.0]]  # the second location
     expected = (torch.tensor(1.0).sigmoid() * torch.tensor(5.0).sigmoid())
     torch.testing.assert_close(detections.scores, expected.sqrt()[None])
+
+
+def test_bf16_autocast_trains_with_fp32_losses_and_logits():
+    """Mixed precision, as --amp runs it (bf16 autocast on the CPU here,
+    fp16 on a GPU: the same code path): the network runs in half precision,
+    the mask logits and every loss in fp32, and a few steps keep every loss
+    and gradient finite."""
+    model = build_model(small_model_cfg(panoptic=True))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    dtypes = {}
+    model.basis.register_forward_hook(
+        lambda module, args, out: dtypes.update(basis=out.dtype))
+    model.mask_head.register_forward_hook(
+        lambda module, args, out: dtypes.update(mask_logits=out.dtype))
+    images, samples = zip(*[make_sample(**spec) for spec in [
+        dict(img_hw=(84, 100), boxes=MANY_BOXES, labels=MANY_LABELS),
+        dict(img_hw=(60, 72), boxes=[[5, 5, 30, 40]], labels=[0])]])
+    data = preprocess(model, list(images), list(samples), training=True)
+    for _ in range(3):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            losses = model.loss(data['inputs'], data['data_samples'])
+        assert dtypes == dict(basis=torch.bfloat16,
+                              mask_logits=torch.float32)
+        for name, value in losses.items():
+            assert value.dtype == torch.float32, name
+            assert torch.isfinite(value), name
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        for name, param in model.named_parameters():
+            if param.grad is not None:
+                assert torch.isfinite(param.grad).all(), name
+        optimizer.step()

@@ -9,6 +9,7 @@ masks and panoptic ids is :mod:`.post_processing`, with the thresholds of
 """
 from typing import List, NamedTuple, Optional, Tuple
 
+import torch
 from mmengine.structures import InstanceData, PixelData
 from torch import Tensor
 
@@ -128,20 +129,27 @@ class DR1Mask(SingleStageDetector):
         img_metas = [s.metainfo for s in batch_data_samples]
 
         feats = self._forward(batch_inputs)
-        losses = self.bbox_head.loss_by_feat(
-            feats.cls_scores, feats.bbox_preds, feats.centernesses,
-            feats.box_feats, gt_instances, img_metas)
-        positives = self.bbox_head.positive_infos(gt_instances)
-        _add_losses(losses,
-                    self.mask_head.loss(feats.basis, positives, gt_instances))
-        if self.with_panoptic:
+        # Under mixed precision (--amp) the network above runs in half
+        # precision; the losses, and the mask and panoptic logits they are
+        # computed on, are computed in fp32 from its outputs.
+        with torch.autocast(batch_inputs.device.type, enabled=False):
+            feats = _fp32(feats)
+            losses = self.bbox_head.loss_by_feat(
+                feats.cls_scores, feats.bbox_preds, feats.centernesses,
+                feats.box_feats, gt_instances, img_metas)
+            positives = self.bbox_head.positive_infos(gt_instances)
             _add_losses(
                 losses,
-                self.panoptic_head.loss(feats.basis, positives,
-                                        batch_data_samples))
-        if self.semantic_head is not None:
-            _add_losses(losses,
-                        self.semantic_head.loss(feats.fpn[0], gt_instances))
+                self.mask_head.loss(feats.basis, positives, gt_instances))
+            if self.with_panoptic:
+                _add_losses(
+                    losses,
+                    self.panoptic_head.loss(feats.basis, positives,
+                                            batch_data_samples))
+            if self.semantic_head is not None:
+                _add_losses(
+                    losses,
+                    self.semantic_head.loss(feats.fpn[0], gt_instances))
         return losses
 
     def predict(self,
@@ -243,6 +251,14 @@ class DR1Mask(SingleStageDetector):
                 suppress_outside_box=cfg.get('suppress_outside_box', True))
             results.append(PixelData(sem_seg=ids[None]))
         return results
+
+
+def _fp32(feats: DR1MaskFeatures) -> DR1MaskFeatures:
+    """``feats`` with every tensor in float32."""
+    return DR1MaskFeatures(*[
+        [t.float() for t in field] if isinstance(field, (list, tuple))
+        else field.float() for field in feats
+    ])
 
 
 def _add_losses(losses: dict, new: dict) -> None:
