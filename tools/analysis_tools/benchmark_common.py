@@ -7,11 +7,12 @@ DR1Mask's own (``configs/dr1mask``) and mmdet's (installed with mmdet under
 run the tools with the repository importable (installed, or on
 ``PYTHONPATH``).
 """
+import argparse
 import ctypes
 import os
 import os.path as osp
 import re
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -49,6 +50,25 @@ TITLES = {
     'dr1mask_instance': 'DR1Mask inst',
     'dr1mask_panoptic': 'DR1Mask pan',
 }
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """``'HxW'`` as ``(H, W)``, for argparse."""
+    match = re.fullmatch(r'([1-9]\d*)x([1-9]\d*)', text)
+    if not match:
+        raise argparse.ArgumentTypeError(f'{text!r} is not HxW')
+    return int(match.group(1)), int(match.group(2))
+
+
+def ratio_cell(by_model: Dict[str, dict], num: str, den: str, field: str,
+               bound: float) -> str:
+    """``'<ratio> met'`` or ``'<ratio> MISSED'``: ``field`` of model ``num``
+    over that of ``den`` against ``bound``; ``'n/a'`` where one is not
+    measured."""
+    if num not in by_model or den not in by_model:
+        return 'n/a'
+    ratio = by_model[num][field] / by_model[den][field]
+    return f'{ratio:.2f} {"met" if ratio <= bound else "MISSED"}'
 
 
 def load_config(name: str) -> Config:

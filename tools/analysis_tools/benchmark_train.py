@@ -72,7 +72,8 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.structures import InstanceData, PixelData
 
 from benchmark_common import (TITLES, ProcessMemory, build_model,
-                              load_config, write_text)
+                              load_config, parse_size, ratio_cell,
+                              write_text)
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmdet.utils import register_all_modules
@@ -99,13 +100,6 @@ MIN_RADIUS = 8.0
 MIN_VISIBLE = 16
 QUICK = dict(sizes=[(384, 576)], rounds=2)
 FULL = dict(sizes=[(800, 1216)], rounds=3)
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    h, sep, w = text.partition('x')
-    if not (sep and h.isdigit() and w.isdigit() and int(h) and int(w)):
-        raise argparse.ArgumentTypeError(f'{text!r} is not HxW')
-    return int(h), int(w)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -390,14 +384,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _ratio_cell(by_model: Dict[str, dict], num: str, den: str, field: str,
-                bound: float) -> str:
-    if num not in by_model or den not in by_model:
-        return 'n/a'
-    ratio = by_model[num][field] / by_model[den][field]
-    return f'{ratio:.2f} {"met" if ratio <= bound else "MISSED"}'
-
-
 def markdown(rows: List[dict], args: argparse.Namespace) -> str:
     """One table per input size: every model, then the target ratios."""
     setup = (f'CPU, {args.threads or "default"} threads, batch '
@@ -417,7 +403,7 @@ def markdown(rows: List[dict], args: argparse.Namespace) -> str:
         lines += ['', '| target | ratio |', '|---|---|']
         for num, den, field, bound, title in TARGETS:
             lines.append(f'| {title} (<= {bound:.2f}) | '
-                         f'{_ratio_cell(by_model, num, den, field, bound)} |')
+                         f'{ratio_cell(by_model, num, den, field, bound)} |')
         parts.append(f'Training, {size[0]}x{size[1]} ({setup}):\n\n' +
                      '\n'.join(lines))
     return '\n\n'.join(parts) + '\n'
