@@ -71,7 +71,7 @@ def test_quickest_run_writes_a_row_per_model(tmp_path):
     result = subprocess.run([
         sys.executable,
         str(TOOLS / 'benchmark_train.py'), '--sizes', '64x96', '--batch',
-        '2', '--rounds', '2', '--things', '4', '--stuff', '2', '3',
+        '1', '--rounds', '2', '--things', '4', '--stuff', '2', '3',
         '--threads', '1', '--models', 'dr1mask_panoptic', 'condinst',
         '--out', str(out), '--markdown', str(table)
     ], capture_output=True, text=True, env=env, timeout=600)
@@ -80,7 +80,7 @@ def test_quickest_run_writes_a_row_per_model(tmp_path):
     assert [row['model'] for row in rows] == ['dr1mask_panoptic', 'condinst']
     for row in rows:
         assert set(row) == KEYS, row
-        assert row['input'] == [64, 96] and row['batch'] == 2
+        assert row['input'] == [64, 96] and row['batch'] == 1
         assert row['threads'] == 1
         assert len(row['times_s']) == 2 and all(t > 0 for t in row['times_s'])
         assert row['median_s'] == pytest.approx(np.median(row['times_s']))
@@ -89,5 +89,6 @@ def test_quickest_run_writes_a_row_per_model(tmp_path):
         assert 0 < row['things'] <= 4 and 2 <= row['stuff'] <= 3
     # both models trained on the same batch
     assert rows[0]['things'] == rows[1]['things']
+    assert rows[0]['stuff'] == rows[1]['stuff']
     assert result.stdout == table.read_text()
     assert 'pan / Panoptic-FPN time (<= 0.60) | n/a' in result.stdout

@@ -12,8 +12,10 @@ Panoptic-FPN and CondInst, AdamW with gradient clipping for Mask2Former) at
 learning rate 0: the step does all its arithmetic but leaves the weights
 unchanged, so that every round trains on the same weights and thus does the
 same work (from random weights a real step size would soon give
-exploding losses). Mask2Former's batch padding to 1024 x 1024 (an LSJ
-augmentation) is dropped so that it trains on the same input as the others.
+exploding losses). Mask2Former's and FCOS's batch padding to 1024 x 1024
+(an LSJ augmentation) is dropped so that they train on the same input as the
+others, and FCOS (``fcos``: the detector alone, which DR1Mask and CondInst
+build on) trains in float32 like the others, not with CUDA's AMP.
 
 Synthetic COCO-like targets, built once from a seeded generator and the same
 for every model: per image, ``--things`` thing instances (ellipses and star
@@ -82,7 +84,8 @@ NUM_THINGS, NUM_STUFF = 80, 53
 IGNORE = 255
 DEFAULT_MODELS = ('dr1mask_panoptic', 'dr1mask_instance', 'panoptic_fpn',
                   'condinst')
-MODEL_NAMES = DEFAULT_MODELS + ('mask2former', )
+# FCOS alone: the detector DR1Mask and CondInst build on, their floor.
+MODEL_NAMES = DEFAULT_MODELS + ('mask2former', 'fcos')
 # (numerator, denominator, field, bound, column title): the issue's targets.
 TARGETS = (
     ('dr1mask_panoptic', 'panoptic_fpn', 'median_s', 0.60,
@@ -256,8 +259,13 @@ class Trainer:
         # Keep init_weights' per-parameter report out of the output.
         MMLogger.get_instance('benchmark_train', log_level='WARNING')
         cfg = load_config(name)
-        if name == 'mask2former':
-            cfg.model.data_preprocessor.batch_augments = None
+        # Same input and arithmetic for all: no LSJ batch padding to
+        # 1024 x 1024 (Mask2Former, FCOS), float32 (FCOS's config trains
+        # with CUDA AMP).
+        cfg.model.data_preprocessor.batch_augments = None
+        if cfg.optim_wrapper.type == 'AmpOptimWrapper':
+            cfg.optim_wrapper.type = 'OptimWrapper'
+            cfg.optim_wrapper.pop('loss_scale', None)
         cfg.optim_wrapper.optimizer.lr = 0.0  # same weights every round
         self.model = build_model(cfg, torch.device('cpu')).train()
         self.optim_wrapper = build_optim_wrapper(self.model,
