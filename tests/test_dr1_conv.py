@@ -3,11 +3,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
+from torch import Tensor
 from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmdet.registry import MODELS
-from projects.dr1mask.dr1_conv import DR1Conv
+from projects.dr1mask.dr1_conv import DR1Conv, SigmoidGate, sigmoid_gate
 
 ACTS = {
     'identity': lambda z: z,
@@ -171,15 +172,77 @@ def test_no_grad_path_same_result_inputs_untouched(act):
         assert torch.equal(t, copy)
 
 
+@pytest.mark.parametrize('beta', [1.0, 2.0])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_sigmoid_gate_is_t_times_sigmoid(beta, dtype):
+    # Saturated, near the pass-through threshold and ordinary values.
+    z = torch.cat([torch.linspace(-60, 60, 241, dtype=dtype),
+                   torch.randn(200, dtype=dtype)])
+    t = torch.randn_like(z)
+    expected = t * torch.sigmoid(beta * z)
+    torch.testing.assert_close(sigmoid_gate(t, z, beta), expected)
+    torch.testing.assert_close(
+        sigmoid_gate(z.new_ones(()), z, beta), torch.sigmoid(beta * z))
+    out = t.clone()
+    assert sigmoid_gate(out, z, beta, out=out) is out
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize('act', ['one_plus_tanh', 'two_sigmoid'])
+@pytest.mark.parametrize('use_a,use_b', [(True, True), (True, False),
+                                         (False, True)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_bounded_factors_match_the_formula_forward_and_backward(
+        act, use_a, use_b, dtype):
+    """The constant 2 moved into the kernel and the fused passes give the
+    values and gradients of ``Conv(x * act(a)) * act(b)`` written out."""
+    conv = DR1Conv(3, 4, 3, bias=True, use_a=use_a, use_b=use_b,
+                   context_act=act).to(dtype)
+    torch.nn.init.normal_(conv.conv.bias)
+    x, a, b = (t.to(dtype).requires_grad_()
+               for t in random_inputs(2, 3, 4, 5, 6))
+    act_fn = ACTS[act]
+    expected = F.conv2d(x * act_fn(a) if use_a else x, conv.conv.weight,
+                        conv.conv.bias, padding=1)
+    if use_b:
+        expected = expected * act_fn(b)
+    y = conv(x, a, b)
+    torch.testing.assert_close(y, expected)
+    grad = torch.randn_like(y)
+    inputs = (x, a, b, conv.conv.weight, conv.conv.bias)
+    got = torch.autograd.grad(y, inputs, grad, allow_unused=True)
+    want = torch.autograd.grad(expected, inputs, grad, allow_unused=True)
+    for name, g, w in zip('x a b weight bias'.split(), got, want):
+        assert (g is None) == (w is None), name
+        if w is not None:
+            torch.testing.assert_close(g, w, msg=name)
+
+
+@pytest.mark.parametrize('beta', [1.0, 2.0])
+def test_gradcheck_sigmoid_gate(beta):
+    t, z = (torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+            for _ in range(2))
+    assert gradcheck(lambda t, z: SigmoidGate.apply(t, z, beta), (t, z))
+
+
 class _RecordOps(TorchDispatchMode):
+    """The ATen ops called, with the element count of their output."""
 
     def __init__(self):
         super().__init__()
         self.ops = []
+        self.numels = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
         self.ops.append(str(func.overloadpacket.__name__))
-        return func(*args, **(kwargs or {}))
+        self.numels.append(out.numel() if isinstance(out, Tensor) else 0)
+        return out
+
+    def feature_sized(self, numel):
+        """The ops whose output has at least ``numel`` elements (passes
+        over the features, not over the kernel)."""
+        return [op for op, n in zip(self.ops, self.numels) if n >= numel]
 
 
 @pytest.mark.parametrize('grad', [False, True])
@@ -189,6 +252,36 @@ def test_cost_is_one_conv_and_two_products(grad):
     with torch.set_grad_enabled(grad), _RecordOps() as recorder:
         conv(x, a, b)
     assert recorder.ops == ['mul', 'convolution', 'mul' if grad else 'mul_']
+
+
+@pytest.mark.parametrize('act', ['one_plus_tanh', 'two_sigmoid'])
+def test_bounded_factors_cost_one_fused_pass_each_without_grad(act):
+    conv = DR1Conv(3, 4, 3, context_act=act)
+    x, a, b = (t.float() for t in random_inputs(1, 3, 4, 9, 10))
+    with torch.no_grad(), _RecordOps() as recorder:
+        conv(x, a, b)
+    assert recorder.feature_sized(x.numel()) == [
+        'softplus_backward', 'convolution', 'softplus_backward'
+    ]
+
+
+def test_bounded_factors_cost_three_passes_each_with_grad():
+    """Sigmoid and product forward, three passes backward, per factor."""
+    conv = DR1Conv(3, 4, 3)
+    x, a, b = (t.float().requires_grad_()
+               for t in random_inputs(1, 3, 4, 9, 10))
+    with _RecordOps() as forward:
+        y = conv(x, a, b)
+    with _RecordOps() as backward:
+        y.sum().backward()
+    gate = ['softplus_backward', 'mul']
+    assert forward.feature_sized(x.numel()) == gate + ['convolution'] + gate
+    gate_backward = ['mul', 'addcmul', 'sigmoid_backward']
+    # Besides: the sum's gradient (ones, expanded), the convolution's
+    # backward and the views autograd stores as the leaves' gradients.
+    others = ('ones_like', 'expand', 'convolution_backward', 'detach')
+    assert [op for op in backward.feature_sized(x.numel())
+            if op not in others] == gate_backward * 2
 
 
 def test_registered():

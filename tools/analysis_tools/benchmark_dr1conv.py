@@ -16,6 +16,13 @@ MiB, glibc's maximum, so such blocks come from the heap) and
 ``--no-malloc-tuning`` is given or they are already set. DR1Conv itself
 reuses the convolution's output buffer for ``* B`` when no graph is built.
 
+On a shared machine, ``--clock cpu`` times with the CPU time of the process
+(``time.process_time``) instead of the wall time: with ``--threads 1`` it
+leaves out the time the scheduler gives other processes, which otherwise
+lands on whichever module is running (memory bandwidth and caches stay
+shared). With more threads it sums their CPU time, OpenMP's spin-waiting
+included, so there the wall time is the figure that counts.
+
 Example::
 
     .venv/bin/python tools/analysis_tools/benchmark_dr1conv.py --train
@@ -32,6 +39,7 @@ import torch.nn as nn
 
 from projects.dr1mask.dr1_conv import CONTEXT_ACTS, DR1Conv
 
+CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 MALLOC_ENV = {
     'MALLOC_MMAP_THRESHOLD_': str(32 << 20),
     'MALLOC_TRIM_THRESHOLD_': str(1 << 30),
@@ -58,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--no-malloc-tuning', action='store_true',
                         help='measure with glibc\'s default malloc settings')
+    parser.add_argument('--clock', choices=CLOCKS, default='wall',
+                        help='wall time, or the CPU time of this process '
+                        '(see the module docstring)')
     return parser.parse_args()
 
 
@@ -69,20 +80,21 @@ def reexec_with_malloc_tuning() -> None:
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
-def timed(fn: Callable[[], None], device: torch.device) -> float:
-    """Wall time of one call in ms, the device's queue drained."""
+def timed(fn: Callable[[], None], device: torch.device,
+          clock: Callable[[], float]) -> float:
+    """``clock`` time of one call in ms, the device's queue drained."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1e3
+    return (clock() - start) * 1e3
 
 
 def alternate(conv_fn: Callable[[], None], dr1_fn: Callable[[], None],
-              repeats: int, warmup: int,
-              device: torch.device) -> Tuple[List[float], List[float]]:
+              repeats: int, warmup: int, device: torch.device,
+              clock: Callable[[], float]) -> Tuple[List[float], List[float]]:
     """Time both functions alternately, swapping their order each round."""
     for _ in range(warmup):
         conv_fn()
@@ -90,11 +102,11 @@ def alternate(conv_fn: Callable[[], None], dr1_fn: Callable[[], None],
     conv_ms, dr1_ms = [], []
     for r in range(repeats):
         if r % 2:
-            dr1_ms.append(timed(dr1_fn, device))
-            conv_ms.append(timed(conv_fn, device))
+            dr1_ms.append(timed(dr1_fn, device, clock))
+            conv_ms.append(timed(conv_fn, device, clock))
         else:
-            conv_ms.append(timed(conv_fn, device))
-            dr1_ms.append(timed(dr1_fn, device))
+            conv_ms.append(timed(conv_fn, device, clock))
+            dr1_ms.append(timed(dr1_fn, device, clock))
     return conv_ms, dr1_ms
 
 
@@ -120,7 +132,7 @@ def main() -> None:
     print(f'device {device}, torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads, malloc: {malloc}')
     print(f'{args.repeats} alternating rounds after {args.warmup} warm-up '
-          'rounds; times are medians')
+          f'rounds; times are medians of {args.clock} time')
     # Other processes on the cores distort the medians: say what ran beside.
     print('load average at start: {:.2f} {:.2f} {:.2f}'.format(
         *os.getloadavg()))
@@ -158,7 +170,8 @@ def main() -> None:
                     xg.grad = ag.grad = bg.grad = None
 
             conv_ms, dr1_ms = alternate(conv_fn, dr1_fn, args.repeats,
-                                        args.warmup, device)
+                                        args.warmup, device,
+                                        CLOCKS[args.clock])
             conv_med = statistics.median(conv_ms)
             dr1_med = statistics.median(dr1_ms)
             print(f'{mode:<16}{act:<15}{conv_med:>9.2f}{dr1_med:>12.2f}'
