@@ -1,6 +1,6 @@
 """The speed benchmark's quickest run: every model, every figure, the
 detection count forced and checked, on a tiny input."""
-import importlib.util
+import importlib
 import json
 
 import pytest
@@ -14,16 +14,14 @@ MODELS = {'dr1mask_panoptic', 'dr1mask_instance', 'panoptic_fpn', 'condinst',
           'fcos'}
 
 
-def load_tool():
-    path = REPO / 'tools' / 'analysis_tools' / 'benchmark_speed.py'
-    spec = importlib.util.spec_from_file_location('benchmark_speed', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def tool(monkeypatch):
+    # The tool imports its sibling benchmark_common, as when run as a script.
+    monkeypatch.syspath_prepend(str(REPO / 'tools' / 'analysis_tools'))
+    return importlib.import_module('benchmark_speed')
 
 
-def test_quickest_run_writes_every_row(tmp_path, capsys):
-    tool = load_tool()
+def test_quickest_run_writes_every_row(tool, tmp_path, capsys):
     out, table = tmp_path / 'speed.json', tmp_path / 'speed.md'
     threads = torch.get_num_threads()
     try:
@@ -65,12 +63,11 @@ def test_quickest_run_writes_every_row(tmp_path, capsys):
         assert title in printed
 
 
-def test_models_get_the_same_random_weights_on_every_build():
+def test_models_get_the_same_random_weights_on_every_build(tool):
     """Random weights decide which detections are kept, so every run must
     time the same ones."""
     from mmdet.utils import register_all_modules
     register_all_modules()
-    tool = load_tool()
     first, second = (tool.build_model('dr1mask_instance', torch.device('cpu'))
                      for _ in range(2))
     torch.rand(1)  # whatever the global generator did in between

@@ -20,7 +20,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.ops import RoIAlign
 from mmengine.model import BaseModule
-from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmdet.registry import MODELS

@@ -84,13 +84,9 @@ Usage::
         --profile instance_module panoptic_layer panoptic_fpn
 """
 import argparse
-import ctypes
 import functools
 import gc
 import json
-import os
-import os.path as osp
-import re
 import statistics
 import sys
 import time
@@ -98,38 +94,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from benchmark_common import CONFIGS, TITLES, ProcessMemory
+from benchmark_common import build_model as build_seeded_model
+from benchmark_common import load_config, parse_size, ratio_cell, write_text
 from mmengine.analysis import FlopAnalyzer, parameter_count
-from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 from torch import Tensor
 
-import mmdet
-from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.utils import register_all_modules
 
-import projects.dr1mask  # noqa: F401  registers DR1Mask's modules
-
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-
-MMDET_CONFIGS = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
-CONFIGS = {
-    'dr1mask_panoptic':
-    osp.join(REPO, 'configs/dr1mask/dr1mask_r50_fpn_1x_coco-panoptic.py'),
-    'dr1mask_instance':
-    osp.join(REPO, 'configs/dr1mask/dr1mask_r50_fpn_1x_coco.py'),
-    'panoptic_fpn':
-    osp.join(MMDET_CONFIGS, 'panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py'),
-    'condinst':
-    osp.join(MMDET_CONFIGS,
-             'condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py'),
-    'fcos':
-    osp.join(
-        MMDET_CONFIGS, 'fcos/fcos_r50_fpn_gn-head-center-normbbox-'
-        'centeronreg-giou_8xb8-amp-lsj-200e_coco.py'),
-}
-MODEL_NAMES = tuple(CONFIGS)
+# Mask2Former has no forced detection count here (yet): not in this table.
+MODEL_NAMES = tuple(name for name in CONFIGS if name != 'mask2former')
 # Also run stage by stage (staged_predict).
 STAGED = ('dr1mask_panoptic', 'dr1mask_instance')
 # The stages of DR1Mask.predict: the call each one is (the submodule that
@@ -160,13 +137,6 @@ TARGETS = (
     ('dr1mask_panoptic', 'dr1mask_instance', 1.05, 'pan / inst'),
     ('dr1mask_panoptic', 'fcos', 1.25, 'pan / FCOS'),
 )
-TITLES = {
-    'fcos': 'FCOS',
-    'condinst': 'CondInst',
-    'panoptic_fpn': 'Panoptic-FPN',
-    'dr1mask_instance': 'DR1Mask inst',
-    'dr1mask_panoptic': 'DR1Mask pan',
-}
 # Logit that makes one class certain (+) or negligible (-) everywhere.
 FORCE_LOGIT = 10.0
 # Dense heads' box sides, in strides of their level: the boxes FCOS's regress
@@ -178,13 +148,6 @@ FULL = dict(sizes=[(800, 1216), (512, 512)], detections=[10, 50, 100],
             rounds=5)
 
 Runner = Callable[..., Any]
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    match = re.fullmatch(r'(\d+)x(\d+)', text)
-    if not match:
-        raise argparse.ArgumentTypeError(f'{text!r} is not HxW')
-    return int(match.group(1)), int(match.group(2))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -218,17 +181,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def build_model(name: str, device: torch.device) -> nn.Module:
-    """The model of ``CONFIGS[name]`` with random weights, in eval mode.
-
-    The weights are seeded: they decide which locations and boxes survive
-    NMS and how many duplicates the panoptic layer drops, so unseeded runs
-    would time different work."""
-    cfg = Config.fromfile(CONFIGS[name])
-    cfg.model.backbone.init_cfg = None  # no weights to download here
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return model.to(device).eval()
+    """The model of ``CONFIGS[name]`` with seeded random weights, in eval
+    mode (``benchmark_common.build_model``)."""
+    return build_seeded_model(load_config(name), device).eval()
 
 
 def force_detections(model: nn.Module, n: int) -> None:
@@ -334,13 +289,7 @@ class PeakMemory:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.mb: Dict[str, float] = {}
-        self.libc = ctypes.CDLL('libc.so.6') if device.type == 'cpu' \
-            else None
-
-    @staticmethod
-    def _status_kb(key: str) -> int:
-        with open('/proc/self/status') as f:
-            return int(re.search(rf'{key}:\s+(\d+)', f.read()).group(1))
+        self.process = ProcessMemory() if device.type == 'cpu' else None
 
     def __call__(self, name: str, fn: Callable, *args, **kwargs) -> Any:
         gc.collect()
@@ -353,12 +302,9 @@ class PeakMemory:
             peak = torch.cuda.max_memory_allocated(self.device)
             self.mb[name] = (peak - before) / 2**20
             return result
-        self.libc.malloc_trim(0)
-        before = self._status_kb('VmRSS')
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # resets VmHWM to the current RSS
+        self.process.reset()
         result = fn(*args, **kwargs)
-        self.mb[name] = (self._status_kb('VmHWM') - before) / 1024
+        self.mb[name] = self.process.peak_growth_mb()
         return result
 
 
@@ -543,14 +489,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _ratio_cell(by_model: Dict[str, dict], num: str, den: str,
-                bound: float) -> str:
-    if num not in by_model or den not in by_model:
-        return 'n/a'
-    ratio = by_model[num]['median_ms'] / by_model[den]['median_ms']
-    return f'{ratio:.2f} {"met" if ratio <= bound else "MISSED"}'
-
-
 def latency_table(rows: List[dict]) -> str:
     """Median ms per model and the target ratios, per size and count."""
     models = [m for m in TITLES if any(r['model'] == m for r in rows)]
@@ -561,7 +499,10 @@ def latency_table(rows: List[dict]) -> str:
     for (size, n), by_model in _settings(rows).items():
         cells = [f'{size[0]}x{size[1]}', str(n)] + [
             f'{by_model[m]["median_ms"]:.0f}' for m in models
-        ] + [_ratio_cell(by_model, *target[:3]) for target in TARGETS]
+        ] + [
+            ratio_cell(by_model, num, den, 'median_ms', bound)
+            for num, den, bound, _ in TARGETS
+        ]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -655,12 +596,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
                                         args.profile)
     table = markdown(rows, args)
     print(table, end="")
-    for path, text in ((args.out, json.dumps(rows, indent=1)),
-                       (args.markdown, table)):
-        if path:
-            os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-            with open(path, 'w') as f:
-                f.write(text)
+    write_text(args.out, json.dumps(rows, indent=1))
+    write_text(args.markdown, table)
     return rows
 
 
