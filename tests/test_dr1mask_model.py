@@ -285,14 +285,16 @@ def test_candidates_are_ranked_by_class_times_centerness():
 
 def test_bf16_autocast_trains_with_fp32_losses_and_logits():
     """Mixed precision, as --amp runs it (bf16 autocast on the CPU here,
-    fp16 on a GPU: the same code path): the network runs in half precision,
-    the mask logits and every loss in fp32, and a few steps keep every loss
-    and gradient finite."""
+    fp16 on a GPU: the same code path): the convolutions run in half
+    precision, DR1Conv's products, the mask logits and every loss in fp32,
+    and a few steps keep every loss and gradient finite."""
     model = build_model(small_model_cfg(panoptic=True))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     dtypes = {}
-    model.basis.register_forward_hook(
-        lambda module, args, out: dtypes.update(basis=out.dtype))
+    model.basis.lateral_convs[0].register_forward_hook(
+        lambda module, args, out: dtypes.update(lateral=out.dtype))
+    model.basis.dr1_convs[0].register_forward_hook(
+        lambda module, args, out: dtypes.update(dr1_conv=out.dtype))
     model.mask_head.register_forward_hook(
         lambda module, args, out: dtypes.update(mask_logits=out.dtype))
     images, samples = zip(*[make_sample(**spec) for spec in [
@@ -302,7 +304,7 @@ def test_bf16_autocast_trains_with_fp32_losses_and_logits():
     for _ in range(3):
         with torch.autocast('cpu', dtype=torch.bfloat16):
             losses = model.loss(data['inputs'], data['data_samples'])
-        assert dtypes == dict(basis=torch.bfloat16,
+        assert dtypes == dict(lateral=torch.bfloat16, dr1_conv=torch.float32,
                               mask_logits=torch.float32)
         for name, value in losses.items():
             assert value.dtype == torch.float32, name

@@ -240,8 +240,12 @@ class DR1Conv(BaseModule):
         These products are all that DR1Conv adds to the convolution's cost,
         so each takes the fewest passes over the features: without a graph
         one fused pass (:func:`sigmoid_gate`), with one the sigmoid and the
-        product (:class:`SigmoidGate`).
+        product (:class:`SigmoidGate`). Under mixed precision they are
+        computed in fp32 at least (in fp32 or fp64 the casts are no-ops).
         """
+        dtype = torch.promote_types(torch.promote_types(t.dtype, z.dtype),
+                                    torch.float32)
+        t, z = t.to(dtype), z.to(dtype)
         if self.context_act == 'identity':
             return t.mul_(z) if inplace else t * z
         beta = SIGMOID_BETA[self.context_act]
