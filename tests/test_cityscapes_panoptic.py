@@ -315,6 +315,7 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
 """
 
 
+@pytest.mark.slow
 def test_train_and_test_report_pq_mask_ap_and_miou(workspace):
     config = workspace / 'tiny_cityscapes.py'
     config.write_text(TINY.format(config=CONFIG))

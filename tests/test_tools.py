@@ -133,6 +133,7 @@ DETERMINISTIC = [
 ]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_losses(workspace):
     """Checkpoints every 2 iterations; a run killed by SIGKILL after
     iteration 3 resumes from iteration 2 and logs exactly the losses of a
@@ -200,6 +201,7 @@ def test_dist_train_two_cpu_ranks(workspace):
     assert (workspace / 'work_dirs' / 'dist' / 'iter_2.pth').is_file()
 
 
+@pytest.mark.slow
 def test_mmdets_own_scripts_run_our_configs(workspace):
     """mmdet's tools/train.py and tools/test.py, run as they are (from the
     mmdet install, not through ours), train and test a DR1Mask config: the
@@ -222,6 +224,7 @@ def test_mmdets_own_scripts_run_our_configs(workspace):
     assert 'coco_panoptic/PQ:' in output
 
 
+@pytest.mark.slow
 def test_gpu_check_is_wired():
     """tools/gpu_check.sh --dry-run: every GPU check is listed and what they
     need loads (the checks themselves need a GPU)."""
@@ -254,6 +257,7 @@ def peak_rss_mb(args, cwd, env=None):
 EVAL_GROWTH_BOUND_MB = 100
 
 
+@pytest.mark.slow
 def test_evaluation_memory_is_flat_in_the_number_of_images(tmp_path):
     """Peak RSS of tools/test.py on the first 50 and on all 200 images of a
     toy val set (64-96 px), with an untrained model that keeps its 100 best

@@ -139,6 +139,7 @@ def test_unusual_set_passes_the_dataset_check(unusual_set):
         assert check_dataset_config(loader.dataset, cfg.model) == []
 
 
+@pytest.mark.slow
 def test_train_and_test_on_images_without_things_stuff_or_only_crowd(
         unusual_set):
     """Training keeps the images without instances (filter_empty_gt off)
