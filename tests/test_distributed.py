@@ -115,6 +115,9 @@ def rank_worker(rank: int, store: str, out_dir: str) -> None:
     except FloatingPointError as error:
         message = str(error)
     torch.save(message, f'{out_dir}/nan_rank{rank}.pt')
+    # DDP's reducer goes while the process group it uses is alive: torn
+    # down after it, the rank can hang at exit.
+    del ddp
     dist.destroy_process_group()
 
 
