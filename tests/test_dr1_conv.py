@@ -3,7 +3,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
-from torch import Tensor
 from torch.func import functional_call
 
 from mmdet.registry import MODELS

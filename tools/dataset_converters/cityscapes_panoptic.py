@@ -47,7 +47,6 @@ import os
 import os.path as osp
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
