@@ -159,9 +159,19 @@ class DR1Mask(SingleStageDetector):
         """``pred_instances`` (bboxes, scores, labels, bool masks) and, for
         panoptic models, ``pred_panoptic_seg``: at the original image size
         when ``rescale``, else at the (unpadded) input size."""
-        img_metas = [s.metainfo for s in batch_data_samples]
-
         feats = self._forward(batch_inputs)
+        return self.predict_by_feat(feats, batch_data_samples, rescale)
+
+    def predict_by_feat(self,
+                        feats: DR1MaskFeatures,
+                        batch_data_samples: SampleList,
+                        rescale: bool = True) -> SampleList:
+        """:meth:`predict` from the network's outputs: the detections, their
+        masks and, for panoptic models, the panoptic map. Everything here is
+        post-processing, so ``feats`` may come from another runtime (an
+        exported ONNX graph) as long as it has :class:`DR1MaskFeatures`'
+        tensors."""
+        img_metas = [s.metainfo for s in batch_data_samples]
         detections = self.bbox_head.predict_by_feat(
             feats.cls_scores, feats.bbox_preds, feats.centernesses,
             feats.box_feats, batch_img_metas=img_metas, rescale=False)
