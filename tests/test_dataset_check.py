@@ -137,6 +137,34 @@ def test_unknown_category_and_missing_isthing(copy):
          'category_id 99 is not in categories')
 
 
+@pytest.mark.parametrize('tool', ['train.py', 'test.py'])
+def test_tools_name_category_problems_before_building_the_dataset(
+        copy, tool):
+    """mmdet fails on these while it builds the dataset (a bare KeyError),
+    before any hook: the tools check the json first."""
+    segment = copy.segments[0]
+    segment['category_id'] = 99
+    del copy.json['categories'][1]['isthing']
+    copy.save()
+    for split in ('val', 'train'):  # the test config reads val
+        (copy.data / f'annotations/panoptic_{split}.json').write_text(
+            json.dumps(copy.json))
+    args = ['--work-dir', str(copy.root / 'work_dir')]
+    if tool == 'test.py':
+        args.insert(0, str(copy.root / 'missing.pth'))
+    result = subprocess.run([
+        sys.executable, str(REPO / 'tools' / tool), str(CONFIG), *args
+    ], cwd=copy.root, capture_output=True, text=True, env=ENV)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert 'tools/misc/check_panoptic_dataset.py lists the same' in output, \
+        output[-3000:]
+    assert (f"panoptic_val.json: image {IMAGE!r} (id 1), segment "
+            f"{segment['id']}: category_id 99 is not in categories") in output
+    assert "category 2 'square': no 'isthing' field" in output
+    assert 'KeyError' not in output
+
+
 def test_thing_category_after_stuff(copy):
     cats = copy.json['categories']
     cats.append(cats.pop(0))  # 'disk' last

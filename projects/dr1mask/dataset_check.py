@@ -157,12 +157,11 @@ def coco_seg_map_name(img_file_name: str) -> str:
     return img_file_name.replace('.jpg', '.png')
 
 
-def _image_problems(image: dict, ann: Optional[dict], categories: Dict[int,
-                                                                      dict],
-                    classes: Optional[Sequence[str]], seg_dir: str,
+def _image_problems(image: dict, ann: Optional[dict], seg_dir: str,
                     img_dir: str,
                     seg_map_name: Callable[[str], str]) -> List[str]:
-    """Everything wrong with one image: files, sizes, segments."""
+    """Everything wrong with one image's files: presence, decoding, sizes,
+    the segments of its PNG against its json segments."""
     name = f'image {image.get("file_name")!r} (id {image.get("id")})'
     problems = []
     try:
@@ -203,17 +202,9 @@ def _image_problems(image: dict, ann: Optional[dict], categories: Dict[int,
     seen = set()
     for seg in ann.get('segments_info', []):
         where = f'{name}, segment {seg.get("id")}'
-        cat = categories.get(seg.get('category_id'))
         if seg.get('id') in seen:
             problems.append(f'{where}: listed twice in segments_info')
         seen.add(seg.get('id'))
-        if cat is None:
-            problems.append(f'{where}: category_id {seg.get("category_id")!r}'
-                            ' is not in categories')
-        elif classes is not None and cat.get('name') not in classes:
-            problems.append(
-                f'{where}: category {cat["id"]} {cat.get("name")!r} is not '
-                'among the config metainfo classes')
         if seg.get('id') not in in_png_areas:
             problems.append(f'{where}: in the json but not in the PNG '
                             f'{png_path}')
@@ -287,65 +278,130 @@ def check_panoptic_dataset(ann_file: str,
         One message per problem, naming the image and segment where there
         is one; empty for a dataset mmdet and DR1Mask read as intended.
     """
+    data, problems = _load_annotations(ann_file, classes, model_cfg)
+    if data is None:
+        return problems
+    anns = {ann.get('image_id'): ann for ann in data['annotations']}
+    with ThreadPoolExecutor(max(nproc, 1)) as pool:
+        for found in pool.map(
+                lambda image: _image_problems(image, anns.get(image['id']),
+                                              seg_dir, img_dir, seg_map_name),
+                {image['id']: image for image in data['images']}.values()):
+            problems += found
+    return problems
+
+
+def check_panoptic_annotations(ann_file: str,
+                               classes: Optional[Sequence[str]] = None,
+                               model_cfg: Optional[dict] = None) -> List[str]:
+    """The problems of :func:`check_panoptic_dataset` that the json alone
+    shows (categories, ``isthing``, class order and counts, the category and
+    image of each segment): the ones on which mmdet's
+    ``CocoPanopticDataset`` fails while it is built, with a bare
+    ``KeyError``. Reads no image, so it runs before the dataset is built."""
+    return _load_annotations(ann_file, classes, model_cfg)[1]
+
+
+def _load_annotations(
+        ann_file: str, classes: Optional[Sequence[str]],
+        model_cfg: Optional[dict]) -> Tuple[Optional[dict], List[str]]:
+    """The json and its problems (:func:`check_panoptic_annotations`); None
+    for a json that cannot be read or lacks a top-level field."""
     try:
         with open(ann_file) as f:
             data = json.load(f)
     except (OSError, ValueError) as err:
-        return [f'{ann_file}: cannot be read as json ({err})']
+        return None, [f'{ann_file}: cannot be read as json ({err})']
     missing = [k for k in ('images', 'annotations', 'categories')
                if k not in data]
     if missing:
-        return [f'{ann_file}: no {missing} field']
+        return None, [f'{ann_file}: no {missing} field']
     categories = data['categories']
     problems = _category_problems(categories, classes)
     if model_cfg is not None:
         problems += _count_problems(model_cfg, categories, classes)
-
     by_id = {cat['id']: cat for cat in categories}
     images = {image['id']: image for image in data['images']}
-    anns = {}
     for ann in data['annotations']:
-        if ann.get('image_id') not in images:
+        image = images.get(ann.get('image_id'))
+        if image is None:
             problems.append(f'annotation {ann.get("file_name")!r}: image_id '
                             f'{ann.get("image_id")!r} is not in images')
-        anns[ann.get('image_id')] = ann
-    with ThreadPoolExecutor(max(nproc, 1)) as pool:
-        for found in pool.map(
-                lambda image: _image_problems(image, anns.get(image['id']),
-                                              by_id, classes, seg_dir,
-                                              img_dir, seg_map_name),
-                images.values()):
-            problems += found
+            continue
+        name = f'image {image.get("file_name")!r} (id {image.get("id")})'
+        problems += _segment_category_problems(name, ann, by_id, classes)
+    return data, problems
+
+
+def _segment_category_problems(name: str, ann: dict,
+                               categories: Dict[int, dict],
+                               classes: Optional[Sequence[str]]) -> List[str]:
+    """Segments of one image whose category mmdet cannot map to a label."""
+    problems = []
+    for seg in ann.get('segments_info', []):
+        where = f'{name}, segment {seg.get("id")}'
+        cat = categories.get(seg.get('category_id'))
+        if cat is None:
+            problems.append(f'{where}: category_id {seg.get("category_id")!r}'
+                            ' is not in categories')
+        elif classes is not None and cat.get('name') not in classes:
+            problems.append(
+                f'{where}: category {cat["id"]} {cat.get("name")!r} is not '
+                'among the config metainfo classes')
     return problems
 
 
 def check_dataset_config(dataset_cfg: dict,
                          model_cfg: Optional[dict] = None,
-                         nproc: int = 1) -> List[str]:
-    """:func:`check_panoptic_dataset` on each ``CocoPanopticDataset`` of a
+                         nproc: int = 1,
+                         images: bool = True) -> List[str]:
+    """:func:`check_panoptic_dataset` (or, without ``images``,
+    :func:`check_panoptic_annotations`) on each ``CocoPanopticDataset`` of a
     dataset config, its paths joined to ``data_root`` as mmdet's
     ``BaseDataset`` joins them; each message starts with the json's path."""
     problems = []
     for cfg in panoptic_datasets(dataset_cfg):
         root = cfg.get('data_root') or ''
         prefix = cfg.get('data_prefix') or {}
+        if not prefix.get('seg'):
+            continue  # no annotation is loaded (test-dev: image info only)
         ann_file = osp.join(root, cfg['ann_file'])
-        found = check_panoptic_dataset(
-            ann_file, osp.join(root, prefix.get('seg', '')),
-            osp.join(root, prefix.get('img', '')),
-            metainfo_classes(cfg), model_cfg, nproc, seg_map_namer(cfg))
+        if images:
+            found = check_panoptic_dataset(
+                ann_file, osp.join(root, prefix.get('seg', '')),
+                osp.join(root, prefix.get('img', '')),
+                metainfo_classes(cfg), model_cfg, nproc, seg_map_namer(cfg))
+        else:
+            found = check_panoptic_annotations(ann_file,
+                                               metainfo_classes(cfg),
+                                               model_cfg)
         problems += [f'{ann_file}: {problem}' for problem in found]
     return problems
 
 
-def check_config_datasets(cfg: Config, nproc: int = 1) -> List[str]:
-    """The problems of the train and val panoptic datasets of ``cfg``."""
+def check_config_datasets(
+    cfg: Config,
+    nproc: int = 1,
+    loaders: Sequence[str] = ('train_dataloader', 'val_dataloader'),
+    images: bool = True,
+) -> List[str]:
+    """The problems of the panoptic datasets of ``cfg``'s ``loaders``
+    (:func:`check_dataset_config`)."""
     problems = []
-    for loader in ('train_dataloader', 'val_dataloader'):
+    for loader in loaders:
         if cfg.get(loader):
             problems += check_dataset_config(cfg[loader]['dataset'],
-                                             cfg.model, nproc)
+                                             cfg.model, nproc, images)
     return problems
+
+
+def raise_dataset_problems(problems: List[str]) -> None:
+    """Raise one error listing ``problems``, if there are any."""
+    if problems:
+        raise ValueError(
+            f'the dataset has {len(problems)} problem(s) '
+            '(tools/misc/check_panoptic_dataset.py lists the same):\n' +
+            '\n'.join(problems))
 
 
 @HOOKS.register_module()
@@ -370,8 +426,4 @@ class CheckPanopticDatasetHook(Hook):
         if is_main_process():
             problems = [check_config_datasets(runner.cfg, self.nproc)]
         broadcast_object_list(problems)
-        if problems[0]:
-            raise ValueError(
-                f'the dataset has {len(problems[0])} problem(s) '
-                '(tools/misc/check_panoptic_dataset.py lists the same):\n' +
-                '\n'.join(problems[0]))
+        raise_dataset_problems(problems[0])
