@@ -240,8 +240,9 @@ class DR1Conv(BaseModule):
         These products are all that DR1Conv adds to the convolution's cost,
         so each takes the fewest passes over the features: without a graph
         one fused pass (:func:`sigmoid_gate`), with one the sigmoid and the
-        product (:class:`SigmoidGate`); in an ONNX export, plain ops. Under mixed precision they are
-        computed in fp32 at least (in fp32 or fp64 the casts are no-ops).
+        product (:class:`SigmoidGate`); in an ONNX export, plain ops. Under
+        mixed precision they are computed in fp32 at least (in fp32 or fp64
+        the casts are no-ops).
         """
         dtype = torch.promote_types(torch.promote_types(t.dtype, z.dtype),
                                     torch.float32)
