@@ -14,6 +14,7 @@ instance prediction module and the unified panoptic layer
 the model built from the config and checkpoint as well as the ONNX file;
 only the layers the graph holds are not run in PyTorch.
 """
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -66,6 +67,30 @@ class DenseNetwork(nn.Module):
         feats = self.detector._forward(inputs)
         return tuple(t for field in LEVEL_OUTPUTS
                      for t in getattr(feats, field)) + (feats.basis, )
+
+
+def export_onnx(detector: DR1Mask,
+                onnx_file: str,
+                shape: Tuple[int, int] = (512, 512),
+                opset: int = 17) -> None:
+    """Write ``detector``'s :class:`DenseNetwork` to ``onnx_file``, traced
+    at batch 1 and ``shape`` (H, W) with torch's TorchScript-based exporter
+    (``dynamo=False``: it needs no package beyond ``onnx``); batch, height
+    and width stay dynamic."""
+    network = DenseNetwork(detector)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns of each shape check in the model (they run at
+        # trace time only) and torch of this exporter's successor.
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        warnings.simplefilter('ignore', DeprecationWarning)
+        torch.onnx.export(
+            network, (torch.zeros(1, 3, *shape), ),
+            onnx_file,
+            input_names=[INPUT_NAME],
+            output_names=output_names(network.num_levels),
+            dynamic_axes=dynamic_axes(network.num_levels),
+            opset_version=opset,
+            dynamo=False)
 
 
 class DR1MaskORT(BaseModel):

@@ -24,7 +24,6 @@ import os
 import os.path as osp
 import re
 import sys
-import warnings
 from typing import Dict, Tuple
 
 import torch
@@ -37,7 +36,7 @@ from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from projects.dr1mask import DR1Mask
 from projects.dr1mask.onnx_runtime import (INPUT_NAME, DenseNetwork,
-                                           dynamic_axes, output_names)
+                                           export_onnx, output_names)
 
 # The TorchScript-based exporter's newest opset.
 MAX_OPSET = 20
@@ -136,29 +135,16 @@ def main() -> None:
     model = build_detector(args.config, args.checkpoint)
     divisor = model.data_preprocessor.pad_size_divisor
     shape = parse_shape(args.shape, divisor)
-    network = DenseNetwork(model)
     if osp.dirname(args.out):
         os.makedirs(osp.dirname(args.out), exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        # The tracer warns of each shape check in the model (they run at
-        # trace time only) and torch of its exporter's successor.
-        warnings.simplefilter('ignore', torch.jit.TracerWarning)
-        warnings.simplefilter('ignore', DeprecationWarning)
-        torch.onnx.export(
-            network, (torch.zeros(1, 3, *shape), ),
-            args.out,
-            input_names=[INPUT_NAME],
-            output_names=output_names(network.num_levels),
-            dynamic_axes=dynamic_axes(network.num_levels),
-            opset_version=args.opset,
-            dynamo=False)
+    export_onnx(model, args.out, shape, args.opset)
     print(f'wrote {args.out} (opset {args.opset}, traced at '
           f'{shape[0]}x{shape[1]}, dynamic batch, height and width)')
     # A second size whose levels round differently checks the dynamic axes.
     other = (shape[0] + divisor, shape[1] + 3 * divisor)
     worst = 0.0
     for size in (shape, other):
-        differences = max_differences(network, args.out, size)
+        differences = max_differences(DenseNetwork(model), args.out, size)
         name = max(differences, key=differences.get)
         worst = max(worst, differences[name])
         print(f'{size[0]}x{size[1]}: max |ONNX Runtime - PyTorch| = '
