@@ -12,6 +12,7 @@ pixels); panoptic ids equal on at least 99.9 % of the pixels; the same
 detections (labels equal, scores within 1e-4, boxes within 1e-3 px) with
 masks equal on at least 99.9 % of their pixels.
 """
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import (CONFIGS, REPO, build_model, load_config, make_sample,
                       preprocess, seeded_weights, small_model_cfg)
@@ -106,12 +108,14 @@ def test_runtime_refuses_a_graph_of_another_config(exported):
         DR1MaskORT(other, onnx_file)
 
 
+ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+
+
 def run_tool(*args):
     return subprocess.run(
         [sys.executable, str(REPO / 'tools/deployment/export_onnx.py'),
          *map(str, args)],
-        capture_output=True, text=True, cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1'))
+        capture_output=True, text=True, cwd=REPO, env=ENV)
 
 
 @pytest.mark.slow
@@ -139,3 +143,36 @@ def test_export_tool_writes_a_checked_graph_and_refuses_bad_input(tmp_path):
     assert result.returncode != 0
     assert 'does not hold the weights' in result.stderr
     assert 'basis.lateral_convs.0.weight' in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_onnxruntime_backend_writes_what_pytorch_does(tmp_path):
+    config = CONFIGS / 'dr1mask_r18_fpn_toy-panoptic.py'
+    cfg = load_config(config.name)
+    model = build_model(cfg.model).eval()
+    seeded_weights(model)
+    checkpoint = tmp_path / 'model.pth'
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(cfg.metainfo))), checkpoint)
+    onnx_file = tmp_path / 'toy.onnx'
+    export_onnx(model, str(onnx_file), shape=(64, 64))
+    rng = np.random.default_rng(0)
+    images = []
+    for name, (h, w) in dict(small=(50, 70), wide=(61, 150)).items():
+        images.append(tmp_path / f'{name}.png')
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(
+            images[-1])
+    outputs = {}
+    for backend, extra in (('pytorch', []),
+                           ('onnxruntime', ['--onnx', onnx_file])):
+        result = subprocess.run(
+            [sys.executable, str(REPO / 'demo/image_demo.py'), *images,
+             config, '--weights', checkpoint, '--out-dir', tmp_path / backend,
+             '--backend', backend, *extra],
+            capture_output=True, text=True, cwd=tmp_path, env=ENV)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[backend] = [
+            json.loads((tmp_path / backend / f'{p.stem}.json').read_text())
+            for p in images]
+    assert outputs['onnxruntime'] == outputs['pytorch']
+    assert any(out['segments'] for out in outputs['pytorch'])
