@@ -12,6 +12,7 @@ pixels); panoptic ids equal on at least 99.9 % of the pixels; the same
 detections (labels equal, scores within 1e-4, boxes within 1e-3 px) with
 masks equal on at least 99.9 % of their pixels.
 """
+import importlib
 import json
 import os
 import subprocess
@@ -176,3 +177,27 @@ def test_demo_onnxruntime_backend_writes_what_pytorch_does(tmp_path):
             for p in images]
     assert outputs['onnxruntime'] == outputs['pytorch']
     assert any(out['segments'] for out in outputs['pytorch'])
+
+
+@pytest.mark.slow
+def test_speed_benchmark_times_the_onnxruntime_backend(monkeypatch, tmp_path):
+    # The tool imports its sibling benchmark_common, as when run as a script.
+    monkeypatch.syspath_prepend(str(REPO / 'tools' / 'analysis_tools'))
+    tool = importlib.import_module('benchmark_speed')
+    out, table = tmp_path / 'speed.json', tmp_path / 'speed.md'
+    threads = torch.get_num_threads()
+    try:
+        tool.main([
+            '--models', 'dr1mask_panoptic', 'dr1mask_instance',
+            '--onnxruntime', '--sizes', '64x64', '--detections', '5',
+            '--rounds', '1', '--threads', '1', '--out', str(out),
+            '--markdown', str(table)
+        ])
+    finally:
+        torch.set_num_threads(threads)
+    by_model = {row['model']: row for row in json.loads(out.read_text())}
+    for model in ('dr1mask_panoptic', 'dr1mask_instance'):
+        row = by_model[f'{model}/onnxruntime']
+        assert row['median_ms'] > 0 and row['peak_mem_mb'] > 0
+        assert row['params_m'] == by_model[model]['params_m']
+    assert 'PyTorch vs ONNX Runtime:' in table.read_text()
