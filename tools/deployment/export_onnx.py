@@ -24,11 +24,11 @@ import os
 import os.path as osp
 import re
 import sys
-from typing import Dict, Tuple
+from typing import Dict, NoReturn, Tuple
 
 import torch
 from mmengine.config import Config
-from mmengine.runner import load_checkpoint
+from mmengine.runner import CheckpointLoader
 
 # Reads the checkpoints mmengine's runner writes (torch's weights_only).
 import projects.dr1mask.safe_checkpoints  # noqa: F401
@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     sys.exit(f'error: {message}')
 
 
@@ -95,10 +95,30 @@ def build_detector(config: str, checkpoint: str) -> DR1Mask:
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     try:
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    except (RuntimeError, KeyError, OSError, ValueError) as error:
-        fail(f'{checkpoint} does not hold the weights of {config}: {error}. '
-             'Pass the checkpoint trained with this config.')
+        loaded = CheckpointLoader.load_checkpoint(checkpoint,
+                                                  map_location='cpu')
+    except Exception as error:  # torch.load's errors are of many types
+        fail(f'cannot read checkpoint {checkpoint}: {error}')
+    state = loaded.get('state_dict', loaded)
+    state = {re.sub(r'^module\.', '', key): value
+             for key, value in state.items()}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # weights of other shapes
+        shapes = [line.strip() for line in str(error).splitlines()
+                  if 'size mismatch' in line] or [str(error)]
+        fail(f'{checkpoint} does not hold the weights of {config}: '
+             f'{len(shapes)} weights of other shapes, e.g. {shapes[0]} Pass '
+             'the checkpoint trained with this config.')
+    problems = [
+        f'{len(keys)} {what} (e.g. {", ".join(keys[:3])})'
+        for what, keys in (('missing', result.missing_keys),
+                           ('unexpected', result.unexpected_keys)) if keys
+    ]
+    if problems:
+        fail(f'{checkpoint} does not hold the weights of {config}: '
+             f'{"; ".join(problems)}. Pass the checkpoint trained with '
+             'this config.')
     return model.eval()
 
 
