@@ -29,8 +29,6 @@ from projects.dr1mask import DR1MaskORT
 from projects.dr1mask.onnx_runtime import (DenseNetwork, export_onnx,
                                            output_names)
 
-pytest.importorskip('onnxruntime')  # pinned in requirements.txt
-
 ATOL = 1e-4
 MIN_AGREEMENT = 0.999
 SPECS = [
@@ -110,6 +108,14 @@ def test_runtime_refuses_a_graph_of_another_config(exported):
 
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+
+
+def test_runtime_without_onnxruntime_says_what_to_install(exported,
+                                                          monkeypatch):
+    model, _, onnx_file = exported
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)
+    with pytest.raises(ImportError, match='pinned in requirements.txt'):
+        DR1MaskORT(model, onnx_file)
 
 
 def run_tool(*args):
