@@ -15,7 +15,7 @@ the model built from the config and checkpoint as well as the ONNX file;
 only the layers the graph holds are not run in PyTorch.
 """
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -172,7 +172,8 @@ class DR1MaskORT(BaseModel):
     def forward(self,
                 inputs: Tensor,
                 data_samples: Optional[SampleList] = None,
-                mode: str = 'predict'):
+                mode: str = 'predict'
+                ) -> Union[SampleList, DR1MaskFeatures]:
         if mode == 'predict':
             return self.predict(inputs, data_samples)
         if mode == 'tensor':
