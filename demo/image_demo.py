@@ -10,6 +10,11 @@ thing, its area in pixels and, for things, the detection score. Images are
 decoded as training decodes them (mmcv, cv2): grayscale, RGBA and 16-bit
 images become 8-bit 3-channel, EXIF orientation is applied, and the outputs
 have the size of the image so decoded.
+
+``--backend onnxruntime --onnx FILE.onnx`` runs the dense network in ONNX
+Runtime from the graph ``tools/deployment/export_onnx.py`` wrote for the same
+config and checkpoint (``projects.dr1mask.DR1MaskORT``); the rest, and the
+outputs, are the PyTorch backend's.
 """
 import argparse
 import json
@@ -24,6 +29,7 @@ from mmengine.dataset import Compose
 from mmdet.apis import inference_detector, init_detector
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 from mmdet.registry import VISUALIZERS
+from projects.dr1mask import DR1MaskORT
 
 
 ANNOTATION_LOADERS = ('LoadAnnotations', 'LoadPanopticAnnotations')
@@ -36,7 +42,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--weights', required=True, help='checkpoint file')
     parser.add_argument('--out-dir', required=True)
     parser.add_argument('--device', default='cpu')
-    return parser.parse_args()
+    parser.add_argument('--backend', choices=('pytorch', 'onnxruntime'),
+                        default='pytorch',
+                        help='what runs the dense network (default pytorch)')
+    parser.add_argument('--onnx', help='the graph of '
+                        'tools/deployment/export_onnx.py, for --backend '
+                        'onnxruntime')
+    args = parser.parse_args()
+    if (args.backend == 'onnxruntime') != (args.onnx is not None):
+        parser.error('--onnx FILE.onnx goes with --backend onnxruntime, '
+                     'and only with it')
+    return args
 
 
 def segments(panoptic: np.ndarray, scores: np.ndarray, classes: tuple,
@@ -62,9 +78,14 @@ def main() -> None:
     missing = [image for image in args.images if not osp.isfile(image)]
     if missing:
         sys.exit(f'error: image(s) {missing} do not exist')
+    if args.onnx is not None and not osp.isfile(args.onnx):
+        sys.exit(f'error: --onnx {args.onnx} does not exist: write it with '
+                 'tools/deployment/export_onnx.py CONFIG CKPT --out FILE')
     model = init_detector(args.config, args.weights, device=args.device)
     if not getattr(model, 'with_panoptic', False):
         sys.exit(f'error: {args.config} is not a panoptic DR1Mask config')
+    if args.backend == 'onnxruntime':
+        model = DR1MaskORT(model, args.onnx)
     # A new image has no annotations to load.
     pipeline = Compose([
         step for step in model.cfg.test_dataloader.dataset.pipeline

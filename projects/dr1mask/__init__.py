@@ -11,6 +11,7 @@ from .dr1_conv import DR1Conv
 from .dr1mask import DR1Mask, DR1MaskFeatures
 from .dr1mask_head import DR1MaskHead
 from .instance_module import InstancePredictionModule
+from .onnx_runtime import DR1MaskORT
 from .panoptic_layer import UnifiedPanopticLayer
 from .panoptic_miou_metric import PanopticMIoUMetric
 from .semantic_head import AuxSemanticHead
@@ -18,6 +19,6 @@ from .semantic_head import AuxSemanticHead
 __all__ = [
     'DR1Conv', 'DR1Basis', 'aligned_upsample', 'DR1MaskHead',
     'InstancePredictionModule', 'UnifiedPanopticLayer', 'AuxSemanticHead',
-    'DR1Mask', 'DR1MaskFeatures', 'CityscapesPanopticDataset',
+    'DR1Mask', 'DR1MaskFeatures', 'DR1MaskORT', 'CityscapesPanopticDataset',
     'PanopticMIoUMetric', 'CheckPanopticDatasetHook', 'CheckFiniteLossHook'
 ]

@@ -11,6 +11,7 @@ only instead of 128 (the stride of P7).
 """
 from typing import Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
@@ -57,7 +58,9 @@ def aligned_upsample(x: Tensor, size: Tuple[int, int]) -> Tensor:
     x = F.interpolate(
         x, size=(2 * h - 1, 2 * w - 1), mode='bilinear', align_corners=True)
     pad_h, pad_w = out_h - (2 * h - 1), out_w - (2 * w - 1)
-    if pad_h or pad_w:
+    # An ONNX export records the pad even where this trace's amounts are 0:
+    # they are computed from the input size, which the graph leaves dynamic.
+    if pad_h or pad_w or torch.onnx.is_in_onnx_export():
         x = F.pad(x, (0, pad_w, 0, pad_h), mode='replicate')
     return x
 

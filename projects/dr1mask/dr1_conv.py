@@ -240,8 +240,9 @@ class DR1Conv(BaseModule):
         These products are all that DR1Conv adds to the convolution's cost,
         so each takes the fewest passes over the features: without a graph
         one fused pass (:func:`sigmoid_gate`), with one the sigmoid and the
-        product (:class:`SigmoidGate`). Under mixed precision they are
-        computed in fp32 at least (in fp32 or fp64 the casts are no-ops).
+        product (:class:`SigmoidGate`); in an ONNX export, plain ops. Under
+        mixed precision they are computed in fp32 at least (in fp32 or fp64
+        the casts are no-ops).
         """
         dtype = torch.promote_types(torch.promote_types(t.dtype, z.dtype),
                                     torch.float32)
@@ -249,6 +250,10 @@ class DR1Conv(BaseModule):
         if self.context_act == 'identity':
             return t.mul_(z) if inplace else t * z
         beta = SIGMOID_BETA[self.context_act]
+        if torch.onnx.is_in_onnx_export():
+            # ONNX has no softplus_backward: the exported graph gets the
+            # product in plain ops (equal up to float rounding).
+            return t * torch.sigmoid(z * beta)
         if torch.is_grad_enabled() and (t.requires_grad or z.requires_grad):
             return SigmoidGate.apply(t, z, beta)
         return sigmoid_gate(t, z, beta, out=t if inplace else None)

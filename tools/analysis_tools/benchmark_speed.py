@@ -55,6 +55,14 @@ traced one, is also the warm-up):
   call itself touches (activations and outputs; the weights and the input
   are already resident).
 
+``--onnxruntime`` also times both DR1Mask models with their dense network
+in ONNX Runtime (``DR1MaskORT``, as many intra-op threads as ``--threads``)
+and the same PyTorch post-processing, in the same rounds: rows
+``dr1mask_panoptic/onnxruntime`` and ``dr1mask_instance/onnxruntime``. The
+graph is exported for every setting, after the detections are forced (the
+forcing biases are in it); its FLOPs are not counted (``gflops`` is NaN:
+mmengine's analyser sees PyTorch ops only).
+
 ``--out`` writes one JSON row per model (``model`` as above), input size and
 detection count, and one per stage (``model`` is ``dr1mask_panoptic/<stage>``
 or ``dr1mask_instance/<stage>``, stages as in ``STAGES``): ``model``,
@@ -79,6 +87,10 @@ Usage::
         --sizes 800x1216 512x512 --detections 10 50 100 --rounds 5 \\
         --out work_dirs/benchmark/full.json
 
+    # DR1Mask with its dense network in ONNX Runtime, beside PyTorch
+    .venv/bin/python tools/analysis_tools/benchmark_speed.py --quick \\
+        --threads 1 --models dr1mask_panoptic dr1mask_instance --onnxruntime
+
     # where the time of a stage (or of a whole model) goes
     .venv/bin/python tools/analysis_tools/benchmark_speed.py --quick \\
         --profile instance_module panoptic_layer panoptic_fpn
@@ -89,6 +101,7 @@ import gc
 import json
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -104,6 +117,8 @@ from torch import Tensor
 
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.utils import register_all_modules
+from projects.dr1mask import DR1MaskORT
+from projects.dr1mask.onnx_runtime import export_onnx
 
 # Mask2Former has no forced detection count here (yet): not in this table.
 MODEL_NAMES = tuple(name for name in CONFIGS if name != 'mask2former')
@@ -171,6 +186,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         choices=list(STAGES) + list(MODEL_NAMES),
                         help='print torch.profiler tables of these stages '
                         'of the DR1Mask models, or of these whole models')
+    parser.add_argument('--onnxruntime', action='store_true',
+                        help='also time the DR1Mask models with their dense '
+                        'network in ONNX Runtime')
     parser.add_argument('--out', help='write every row to this JSON file')
     parser.add_argument('--markdown', help='write the tables to this file')
     args = parser.parse_args(argv)
@@ -414,6 +432,41 @@ class Entry:
         return outputs
 
 
+class OnnxEntry(Entry):
+    """A DR1Mask model's whole predict with its dense network in ONNX
+    Runtime (module docstring, ``--onnxruntime``)."""
+
+    def __init__(self, name: str, model: nn.Module,
+                 threads: Optional[int]) -> None:
+        super().__init__(name, model)
+        self.threads = threads
+        self.onnx_file = tempfile.NamedTemporaryFile(suffix='.onnx')
+        self.runtime: Optional[DR1MaskORT] = None
+
+    @property
+    def names(self) -> List[str]:
+        return [f'{self.name}/onnxruntime']
+
+    def prepare(self, size: Tuple[int, int], n: int) -> None:
+        super().prepare(size, n)
+        export_onnx(self.model, self.onnx_file.name, size)
+        self.runtime = DR1MaskORT(self.model, self.onnx_file.name,
+                                  threads=self.threads)
+
+    def __call__(self, run: Runner, n: int) -> SampleList:
+        name = self.names[0]
+        if isinstance(run, FlopCounter):
+            run.gflops[name] = float('nan')
+            run = direct
+        samples = [s.clone() for s in self.samples]
+        outputs = run(name, self.runtime.predict, self.inputs, samples,
+                      rescale=True)
+        if self.kept() != n:
+            raise RuntimeError(f'{name} kept {self.kept()} detections, '
+                               f'not {n}: cannot compare at fixed counts')
+        return outputs
+
+
 def inference_params_m(model: nn.Module,
                        modules: Optional[Sequence[str]] = None) -> float:
     """Parameters (millions) of ``modules``, or by default of every module
@@ -548,6 +601,23 @@ def stage_table(rows: List[dict], model: str) -> str:
     return '\n'.join(lines)
 
 
+def backend_table(rows: List[dict]) -> str:
+    """The DR1Mask models' median ms in PyTorch and with the dense network
+    in ONNX Runtime (``--onnxruntime``)."""
+    lines = ['| input | dets | model | PyTorch ms | ONNX Runtime ms | '
+             'ORT / PyTorch |', '|---|---|---|---|---|---|']
+    for (size, n), by_model in _settings(rows).items():
+        for model in STAGED:
+            if f'{model}/onnxruntime' in by_model:
+                torch_ms = by_model[model]['median_ms']
+                ort_ms = by_model[f'{model}/onnxruntime']['median_ms']
+                lines.append(
+                    f'| {size[0]}x{size[1]} | {n} | {TITLES[model]} | '
+                    f'{torch_ms:.0f} | {ort_ms:.0f} | '
+                    f'{ort_ms / torch_ms:.2f} |')
+    return '\n'.join(lines)
+
+
 def _size(row: dict) -> str:
     return f"{row['input'][0]}x{row['input'][1]}"
 
@@ -570,6 +640,8 @@ def markdown(rows: List[dict], args: argparse.Namespace) -> str:
     for model in STAGED:
         if any(r['model'].startswith(f'{model}/') for r in rows):
             parts += [f'{TITLES[model]} by stage:', stage_table(rows, model)]
+    if any(r['model'].endswith('/onnxruntime') for r in rows):
+        parts += ['PyTorch vs ONNX Runtime:', backend_table(rows)]
     return '\n\n'.join(parts) + '\n'
 
 
@@ -588,6 +660,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
         entries.append(Entry(name, build_model(name, device)))
         if name in STAGED:
             entries.append(Entry(name, entries[-1].model, staged=True))
+            if args.onnxruntime:
+                entries.append(
+                    OnnxEntry(name, entries[-1].model, args.threads))
     rows = []
     with torch.no_grad():
         for size in args.sizes:
