@@ -72,3 +72,8 @@ model = dict(
         nms=dict(type='nms', iou_threshold=0.6),
         max_per_img=100,
         mask_thr=0.5))
+
+# `tools/test.py CONFIG CKPT --tta` wraps the model in this and feeds it the
+# views of `tta_pipeline`: detections merged by NMS (test_cfg.nms), masks and
+# panoptic logits averaged over the views (projects/dr1mask/dr1mask_tta.py).
+tta_model = dict(type='DR1MaskTTAModel')
