@@ -1,8 +1,8 @@
 """Test-time augmentation (DR1MaskTTAModel): one view is the plain
 prediction, a flipped view comes back in the original frame, views merge in
-it, and every config's `--tta` settings build and run."""
+it, and the configs' `--tta` settings build and run."""
+import copy
 import functools
-import importlib.util
 import re
 import subprocess
 import sys
@@ -19,6 +19,7 @@ from mmdet.structures.bbox import bbox_flip
 from conftest import (CONFIGS, REPO, build_model, load_config, make_sample,
                       seeded_weights, small_model_cfg)
 from projects.dr1mask import DR1MaskTTAModel
+from test_generate_toy_panoptic import gen
 
 # One config per test pipeline: the COCO instance and panoptic bases, their
 # test-dev variants, Cityscapes and the two toy configs; the others inherit
@@ -150,6 +151,20 @@ def test_views_merge_by_box_in_the_original_frame():
     assert not (iou.triu(1)[same_class.triu(1)] > 0.6).any()
 
 
+def test_no_detection_in_any_view():
+    """Nothing detected: no instance, and the panoptic map is stuff."""
+    model = copy.deepcopy(seeded_model('panoptic'))
+    model.bbox_head.test_cfg.score_thr = 1.1  # above every score
+    image, sample = make_sample(**SPEC)
+
+    merged = predict_tta(model, [image, image.flip(-1)],
+                         [sample.clone(), flipped(sample)])
+
+    assert len(merged.pred_instances) == 0
+    assert merged.pred_instances.masks.shape == (0, 70, 90)
+    assert (merged.pred_panoptic_seg.sem_seg < 1000).all()
+
+
 def distance(rows, pool):
     """(n, m) the largest absolute difference of each pair of rows."""
     return (rows[:, None] - pool[None]).abs().amax(-1)
@@ -218,22 +233,11 @@ def test_tta_pipeline_is_the_test_pipeline_with_views(path):
     assert pack.meta_keys == test[-1].meta_keys + ('flip', 'flip_direction')
 
 
-def load_generator():
-    # tools/misc is not a package: load the script as a module by its path.
-    path = REPO / 'tools' / 'misc' / 'generate_toy_panoptic.py'
-    spec = importlib.util.spec_from_file_location('generate_toy_panoptic',
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def toy_root(tmp_path_factory):
     """A toy set of two 64-96 px images where the toy configs look for it."""
     root = tmp_path_factory.mktemp('tta')
-    load_generator().generate_toy_panoptic(
+    gen.generate_toy_panoptic(
         root / 'data' / 'toy_panoptic', num_train=1, num_val=2, min_size=64,
         max_size=96)
     return root
