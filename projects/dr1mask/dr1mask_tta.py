@@ -158,13 +158,16 @@ class DR1MaskTTAModel(BaseTTAModel):
         ``index``'s basis (D, h, w), over their boxes, in the original
         image's orientation.
 
-        An embedding's attention (factored or full) is laid out in the
-        orientation of the view it comes from: the crops of a view flipped
-        the other way are mirrored into it before the blending.
+        A factored or full attention is laid out in the orientation of the
+        view its embedding comes from: the crops of a view flipped the other
+        way are mirrored into it before the blending. A vector embedding
+        weighs channels only, so its mask is read in this view's orientation
+        as the plain model reads it (one cropped map, not D).
         """
         head = self.module.mask_head
         rois = bbox2roi([self._boxes_in_view(kept, index, meta)])
-        mirrored = kept.view_flipped != is_flipped(meta)
+        mirrored = (kept.view_flipped != is_flipped(meta)) \
+            & (head.attention != 'vector')
         logits = rois.new_zeros((len(rois), head.mask_size, head.mask_size))
         if (~mirrored).any():
             logits[~mirrored] = head(basis[None], rois[~mirrored],
