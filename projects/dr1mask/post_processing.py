@@ -18,7 +18,7 @@ view's logits are sampled at the output pixels through that view's
 coordinates (:class:`PanopticView`) and averaged before the argmax; one view
 is the plain prediction.
 """
-from typing import NamedTuple, Sequence, Tuple
+from typing import NamedTuple, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +124,7 @@ class PanopticView(NamedTuple):
     coords_y: Tensor
     coords_x: Tensor
 
-    def channels(self, index) -> 'PanopticView':
+    def channels(self, index: Union[slice, Tensor]) -> 'PanopticView':
         """The view with only the channels ``logits[index]``."""
         return self._replace(logits=self.logits[index])
 
