@@ -5,7 +5,8 @@ logits are linear in the basis F of each view, so the views are merged
 before any decision, not afterwards:
 
 1. The detections of every view (flips undone, scales undone) are merged by
-   NMS, with the model's ``test_cfg.nms`` and ``max_per_img``.
+   NMS, with the model's ``test_cfg.nms`` and ``max_per_img`` unless
+   ``tta_cfg`` sets its own.
 2. Each kept detection's embedding is applied to every view's basis: its
    mask probabilities over its box (the instance module) and its panoptic
    logits (the unified panoptic layer), each brought back to the original
@@ -28,6 +29,7 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.structures.bbox import bbox2roi, bbox_flip, scale_boxes
+from mmdet.utils import ConfigType, OptConfigType
 
 from .post_processing import (merged_panoptic_segmentation, panoptic_view,
                               paste_masks_in_image, unique_instances)
@@ -44,8 +46,18 @@ class DR1MaskTTAModel(BaseTTAModel):
 
     Args:
         module (dict or nn.Module): the DR1Mask to test.
+        tta_cfg (dict, optional): ``nms`` and ``max_per_img`` of the merge
+            of the views' detections, as mmdet's ``DetTTAModel``'s; each
+            defaults to the model's ``test_cfg``.
         data_preprocessor (dict, optional): as ``BaseTTAModel``'s.
     """
+
+    def __init__(self,
+                 module: ConfigType,
+                 tta_cfg: OptConfigType = None,
+                 data_preprocessor: OptConfigType = None) -> None:
+        super().__init__(module=module, data_preprocessor=data_preprocessor)
+        self.tta_cfg = tta_cfg or {}
 
     def test_step(self, data: dict) -> SampleList:
         """Run the network on each view, then :meth:`merge_preds`.
@@ -122,7 +134,6 @@ class DR1MaskTTAModel(BaseTTAModel):
             ``view_flipped`` (whether that view is flipped) and
             ``view_bboxes`` (its box in that view's input pixels).
         """
-        cfg = self.module.test_cfg
         detections = []
         for index, view in enumerate(views):
             dets = view.pred_instances
@@ -140,9 +151,12 @@ class DR1MaskTTAModel(BaseTTAModel):
         detections = InstanceData.cat(detections)
         if len(detections) == 0:
             return detections
+        test_cfg = self.module.test_cfg
         _, keep = batched_nms(detections.bboxes, detections.scores,
-                              detections.labels, cfg.nms)
-        return detections[keep[:cfg.max_per_img]]
+                              detections.labels,
+                              self.tta_cfg.get('nms', test_cfg.nms))
+        return detections[keep[:self.tta_cfg.get('max_per_img',
+                                                 test_cfg.max_per_img)]]
 
     def _boxes_in_view(self, kept: InstanceData, index: int,
                        meta: dict) -> Tensor:
