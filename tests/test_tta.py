@@ -220,7 +220,7 @@ def test_tta_pipeline_is_the_test_pipeline_with_views(path):
     mask NMS), annotations load as in the test pipeline and the views say
     whether they are flipped."""
     cfg = load_config(path)
-    assert cfg.tta_model == dict(type='DR1MaskTTAModel')
+    assert cfg.tta_model.type == 'DR1MaskTTAModel'
     test = cfg.test_dataloader.dataset.pipeline
     load, tta = cfg.tta_pipeline
     assert load == test[0] and tta.type == 'TestTimeAug'
