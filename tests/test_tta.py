@@ -91,12 +91,14 @@ def test_one_view_is_the_plain_prediction(name, scale):
         assert (ids >= 1000).any()  # things take part
 
 
+@pytest.mark.parametrize('scale', [1.0, 0.5])
 @pytest.mark.parametrize('name', list(MODELS_UNDER_TEST))
-def test_a_flipped_view_comes_back_in_the_original_frame(name):
+def test_a_flipped_view_comes_back_in_the_original_frame(name, scale):
     """The only view is the image flipped: the merge returns the plain
     prediction of the flipped image, flipped back (boxes, masks, ids)."""
     model = seeded_model(name)
-    image, sample = make_sample(**SPEC)
+    image, sample = make_sample(**SPEC, scale=scale)
+    ori_shape = sample.ori_shape
     mirror = image.flip(-1)
 
     plain = predict(model, mirror, sample.clone())
@@ -105,7 +107,7 @@ def test_a_flipped_view_comes_back_in_the_original_frame(name):
     expected = plain.pred_instances
     got = merged.pred_instances
     torch.testing.assert_close(
-        got.bboxes, bbox_flip(expected.bboxes, (70, 90), 'horizontal'))
+        got.bboxes, bbox_flip(expected.bboxes, ori_shape, 'horizontal'))
     assert torch.equal(got.scores, expected.scores)
     assert torch.equal(got.labels, expected.labels)
     assert expected.masks.any()
@@ -116,6 +118,14 @@ def test_a_flipped_view_comes_back_in_the_original_frame(name):
     if name == 'panoptic':
         assert torch.equal(merged.pred_panoptic_seg.sem_seg,
                            plain.pred_panoptic_seg.sem_seg.flip(-1))
+
+
+def test_a_flip_it_cannot_undo_is_refused():
+    model = seeded_model('instance')
+    image, sample = make_sample(**SPEC)
+    sample.set_metainfo(dict(flip=True, flip_direction='vertical'))
+    with pytest.raises(ValueError, match="flip_direction='vertical'"):
+        predict_tta(model, [image.flip(-2)], [sample])
 
 
 def test_views_merge_by_box_in_the_original_frame():
