@@ -25,6 +25,7 @@ test_evaluator = dict(
     format_only=True,
     ann_file=data_root + 'annotations/panoptic_image_info_test-dev2017.json',
     outfile_prefix='./work_dirs/dr1mask_test-dev/panoptic')
+# `--tta`: the base's views, with no annotation to load.
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(
