@@ -8,7 +8,8 @@ from mmengine.structures import InstanceData
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 
 from projects.dr1mask.panoptic_layer import UnifiedPanopticLayer
-from projects.dr1mask.post_processing import (basis_coordinates, best_stuff,
+from projects.dr1mask.post_processing import (PanopticView, basis_coordinates,
+                                              best_stuff,
                                               panoptic_segmentation,
                                               paste_masks_in_image,
                                               upsampled_argmax)
@@ -170,8 +171,9 @@ def test_argmax_over_boxes_matches_the_dense_argmax(sizes):
         [out_w, out_h]) * 1.2
     boxes = torch.cat([corner - extent / 4, corner + extent], 1)
 
-    channel = upsampled_argmax(logits, boxes, S,
-                               *output_coordinates(logits, (out_h, out_w)))
+    channel = upsampled_argmax(
+        [PanopticView(logits, *output_coordinates(logits, (out_h, out_w)))],
+        boxes, S)
 
     expected, margin = dense_upsampled_argmax(logits, boxes, (out_h, out_w))
     assert (expected >= S).any() and (expected < S).any()
@@ -193,7 +195,8 @@ def test_best_stuff_matches_the_dense_max(sizes, smoothness):
                          generator=gen)
     logits = F.interpolate(coarse[None], size=(h, w), mode='bilinear')[0]
 
-    best, channel = best_stuff(logits, *output_coordinates(logits, size))
+    best, channel = best_stuff(
+        [PanopticView(logits, *output_coordinates(logits, size))])
 
     dense = F.interpolate(logits[None], size=size, mode='bilinear',
                           align_corners=False)[0]
@@ -240,7 +243,7 @@ def test_stride_4_upsampling_matches_interpolation_through_the_locations():
     logits = torch.randn(S, 5, 7, generator=gen)
     coords = [basis_coordinates(n * 4 - 2, n * 4 - 2, n, 4, 'cpu')
               for n in (5, 7)]
-    best, channel = best_stuff(logits, *coords)
+    best, channel = best_stuff([PanopticView(logits, *coords)])
     through = F.interpolate(
         F.pad(logits[None], (0, 1, 0, 1), mode='replicate'),
         size=(5 * 4 + 1, 7 * 4 + 1), mode='bilinear',

@@ -25,3 +25,24 @@ test_evaluator = dict(
     format_only=True,
     ann_file=data_root + 'annotations/panoptic_image_info_test-dev2017.json',
     outfile_prefix='./work_dirs/dr1mask_test-dev/panoptic')
+# `--tta`: the base's views, with no annotation to load.
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale=(1333, 800), keep_ratio=True),
+                dict(type='Resize', scale=(1333, 640), keep_ratio=True),
+                dict(type='Resize', scale=(1600, 960), keep_ratio=True)
+            ],
+            [dict(type='RandomFlip', prob=0.),
+             dict(type='RandomFlip', prob=1.)],
+            [
+                dict(
+                    type='PackDetInputs',
+                    meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                               'scale_factor', 'flip', 'flip_direction'))
+            ]
+        ])
+]

@@ -61,6 +61,28 @@ test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor'))
 ]
+# `--tta`: the images at their size (the reference view) and 1.5 times it,
+# each plain and flipped: 4 views (README, test-time augmentation).
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale_factor=1.0),
+                dict(type='Resize', scale_factor=1.5)
+            ],
+            [dict(type='RandomFlip', prob=0.),
+             dict(type='RandomFlip', prob=1.)],
+            [dict(type='LoadPanopticAnnotations')],
+            [
+                dict(
+                    type='PackDetInputs',
+                    meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                               'scale_factor', 'flip', 'flip_direction'))
+            ]
+        ])
+]
 train_dataloader = dict(
     batch_size=4,
     num_workers=0,

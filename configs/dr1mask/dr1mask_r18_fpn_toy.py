@@ -25,6 +25,28 @@ test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor'))
 ]
+# `--tta`: the images at their size (the reference view) and 1.5 times it,
+# each plain and flipped: 4 views (README, test-time augmentation).
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale_factor=1.0),
+                dict(type='Resize', scale_factor=1.5)
+            ],
+            [dict(type='RandomFlip', prob=0.),
+             dict(type='RandomFlip', prob=1.)],
+            [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)],
+            [
+                dict(
+                    type='PackDetInputs',
+                    meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                               'scale_factor', 'flip', 'flip_direction'))
+            ]
+        ])
+]
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,

@@ -52,6 +52,29 @@ test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor'))
 ]
+# `--tta`: the test scale first, then shorter sides 768 and 1280 (inside the
+# training range), each plain and flipped: 6 views.
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale=(2048, 1024), keep_ratio=True),
+                dict(type='Resize', scale=(1536, 768), keep_ratio=True),
+                dict(type='Resize', scale=(2560, 1280), keep_ratio=True)
+            ],
+            [dict(type='RandomFlip', prob=0.),
+             dict(type='RandomFlip', prob=1.)],
+            [dict(type='LoadPanopticAnnotations', backend_args=None)],
+            [
+                dict(
+                    type='PackDetInputs',
+                    meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                               'scale_factor', 'flip', 'flip_direction'))
+            ]
+        ])
+]
 
 data_root = 'data/cityscapes/'
 dataset_type = 'CityscapesPanopticDataset'

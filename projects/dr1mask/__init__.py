@@ -10,6 +10,7 @@ from .dr1_basis import DR1Basis, aligned_upsample
 from .dr1_conv import DR1Conv
 from .dr1mask import DR1Mask, DR1MaskFeatures
 from .dr1mask_head import DR1MaskHead
+from .dr1mask_tta import DR1MaskTTAModel
 from .instance_module import InstancePredictionModule
 from .onnx_runtime import DR1MaskORT
 from .panoptic_layer import UnifiedPanopticLayer
@@ -19,6 +20,7 @@ from .semantic_head import AuxSemanticHead
 __all__ = [
     'DR1Conv', 'DR1Basis', 'aligned_upsample', 'DR1MaskHead',
     'InstancePredictionModule', 'UnifiedPanopticLayer', 'AuxSemanticHead',
-    'DR1Mask', 'DR1MaskFeatures', 'DR1MaskORT', 'CityscapesPanopticDataset',
-    'PanopticMIoUMetric', 'CheckPanopticDatasetHook', 'CheckFiniteLossHook'
+    'DR1Mask', 'DR1MaskFeatures', 'DR1MaskTTAModel', 'DR1MaskORT',
+    'CityscapesPanopticDataset', 'PanopticMIoUMetric',
+    'CheckPanopticDatasetHook', 'CheckFiniteLossHook'
 ]

@@ -243,12 +243,8 @@ class DR1Mask(SingleStageDetector):
         for feat, dets, meta in zip(basis, detections, batch_img_metas):
             dets = dets[dets.scores >= cfg.score_thr]
             img_shape = meta['img_shape'][:2]
-            # Drop the padding before anything is resized.
-            logits = head.logits(
-                feat[:, :-(-img_shape[0] // stride),
-                     :-(-img_shape[1] // stride)], dets.embeddings)
             ids = panoptic_segmentation(
-                logits,
+                self.panoptic_logits(feat, dets.embeddings, img_shape),
                 dets.labels,
                 dets.bboxes,
                 img_shape,
@@ -261,6 +257,17 @@ class DR1Mask(SingleStageDetector):
                 suppress_outside_box=cfg.get('suppress_outside_box', True))
             results.append(PixelData(sem_seg=ids[None]))
         return results
+
+    def panoptic_logits(self, basis: Tensor, embeddings: Tensor,
+                        img_shape: Tuple[int, int]) -> Tensor:
+        """Eq. 9 for one image over its unpadded input of ``img_shape``:
+        (num_stuff_classes + n, h, w) from the basis (D, H_pad / s, W_pad /
+        s) and the n embeddings (n, D) of its thing channels."""
+        stride = self.basis.stride
+        # Drop the padding before anything is resized.
+        return self.panoptic_head.logits(
+            basis[:, :-(-img_shape[0] // stride),
+                  :-(-img_shape[1] // stride)], embeddings)
 
 
 def _fp32(feats: DR1MaskFeatures) -> DR1MaskFeatures:

@@ -13,3 +13,29 @@ train_pipeline = [
     dict(type='PackDetInputs')
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+
+# Test-time augmentation (`tools/test.py ... --tta`): the test scale first
+# (the reference view), then the shorter side at the two ends of the training
+# range and one beyond it, each plain and flipped: 6 views. The ground truth
+# is loaded after the views' resizing and flipping: at the original size.
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale=(1333, 800), keep_ratio=True),
+                dict(type='Resize', scale=(1333, 640), keep_ratio=True),
+                dict(type='Resize', scale=(1600, 960), keep_ratio=True)
+            ],
+            [dict(type='RandomFlip', prob=0.),
+             dict(type='RandomFlip', prob=1.)],
+            [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)],
+            [
+                dict(
+                    type='PackDetInputs',
+                    meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                               'scale_factor', 'flip', 'flip_direction'))
+            ]
+        ])
+]

@@ -72,3 +72,13 @@ model = dict(
         nms=dict(type='nms', iou_threshold=0.6),
         max_per_img=100,
         mask_thr=0.5))
+
+# `tools/test.py CONFIG CKPT --tta` wraps the model in this and feeds it the
+# views of `tta_pipeline`: detections merged by NMS, masks and panoptic
+# logits averaged over the views (projects/dr1mask/dr1mask_tta.py). The
+# merge's NMS IoU is mmdet's TTA default, 0.5, not test_cfg's 0.6: at 0.6 the
+# views' near-duplicates of one object survive it (README, test-time
+# augmentation).
+tta_model = dict(
+    type='DR1MaskTTAModel',
+    tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
