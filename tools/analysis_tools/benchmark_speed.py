@@ -687,11 +687,7 @@ def throughput_table(rows: List[dict]) -> str:
     models = [m for m in TITLES if any(r['model'] == m for r in rows)]
     head = ['input', 'dets', 'batch'] + [f'{TITLES[m]} img/s' for m in models]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    settings: Dict[Tuple[tuple, int, int], Dict[str, dict]] = {}
-    for row in rows:
-        key = (tuple(row['input']), row['detections'], row['batch'])
-        settings.setdefault(key, {})[row['model']] = row
-    for (size, n, batch), by_model in settings.items():
+    for (size, n, batch), by_model in _settings(rows, 'batch').items():
         cells = [f'{size[0]}x{size[1]}', str(n), str(batch)] + [
             f'{by_model[m]["images_per_s"]:.2f}' for m in models
         ]
@@ -703,10 +699,13 @@ def _size(row: dict) -> str:
     return f"{row['input'][0]}x{row['input'][1]}"
 
 
-def _settings(rows: List[dict]) -> Dict[Tuple[tuple, int], Dict[str, dict]]:
-    settings: Dict[Tuple[tuple, int], Dict[str, dict]] = {}
+def _settings(rows: List[dict], *fields: str
+              ) -> Dict[tuple, Dict[str, dict]]:
+    """The rows by model, grouped by (input, detections, *fields)."""
+    settings: Dict[tuple, Dict[str, dict]] = {}
     for row in rows:
-        key = (tuple(row['input']), row['detections'])
+        key = (tuple(row['input']), row['detections']) + tuple(
+            row[field] for field in fields)
         settings.setdefault(key, {})[row['model']] = row
     return settings
 
