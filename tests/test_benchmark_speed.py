@@ -32,8 +32,7 @@ def test_quickest_run_writes_every_row(tool, tmp_path, capsys):
         tool.main([
             '--quick', '--sizes', '64x64', '--detections', '5', '--rounds',
             '1', '--threads', '1', '--batch-sizes', '1', '2', '--out',
-            str(out), '--markdown',
-            str(table)
+            str(out), '--markdown', str(table)
         ])
     finally:
         torch.set_num_threads(threads)
