@@ -1,5 +1,5 @@
-"""End-to-end latency of DR1Mask against mmdet's Panoptic-FPN, CondInst, FCOS
-and Mask2Former.
+"""End-to-end latency (and throughput) of DR1Mask against mmdet's
+Panoptic-FPN, CondInst, FCOS and Mask2Former.
 
 What is timed is what the paper times (Tables 8, 9): batch 1, from the model
 input (the preprocessed, padded batch tensor and its data samples) to the
