@@ -1,5 +1,6 @@
 """The speed benchmark's quickest run: every model, every figure, the
-detection count forced and checked, on a tiny input."""
+detection count forced and checked, the throughput at two batch sizes, on a
+tiny input."""
 import importlib
 import json
 
@@ -10,8 +11,10 @@ from conftest import REPO
 
 KEYS = {'model', 'input', 'detections', 'median_ms', 'params_m', 'gflops',
         'peak_mem_mb'}
+THROUGHPUT_KEYS = {'model', 'input', 'detections', 'batch', 'median_ms',
+                   'times_ms', 'images_per_s'}
 MODELS = {'dr1mask_panoptic', 'dr1mask_instance', 'panoptic_fpn', 'condinst',
-          'fcos'}
+          'fcos', 'mask2former'}
 
 
 @pytest.fixture
@@ -28,12 +31,24 @@ def test_quickest_run_writes_every_row(tool, tmp_path, capsys):
         # One thread: steady on a busy machine (see the tool's docstring).
         tool.main([
             '--quick', '--sizes', '64x64', '--detections', '5', '--rounds',
-            '1', '--threads', '1', '--out', str(out), '--markdown',
-            str(table)
+            '1', '--threads', '1', '--batch-sizes', '1', '2', '--out',
+            str(out), '--markdown', str(table)
         ])
     finally:
         torch.set_num_threads(threads)
     rows = json.loads(out.read_text())
+    throughput = [row for row in rows if 'batch' in row]
+    rows = [row for row in rows if 'batch' not in row]
+    # Every whole model at both batch sizes, each call of a batch checked
+    # for 5 detections per image; images / s from the batch's median.
+    assert sorted((row['model'], row['batch']) for row in throughput) == \
+        sorted((m, b) for m in MODELS for b in (1, 2))
+    for row in throughput:
+        assert set(row) == THROUGHPUT_KEYS, row
+        assert row['input'] == [64, 64] and row['detections'] == 5
+        assert len(row['times_ms']) == 1 and row['median_ms'] > 0
+        assert row['images_per_s'] == pytest.approx(
+            row['batch'] * 1e3 / row['median_ms'])
     models = {row['model'] for row in rows}
     stages = {f'{m}/{s}' for m in tool.STAGED for s in tool.STAGES
               if s != 'panoptic_layer' or m == 'dr1mask_panoptic'}
@@ -59,7 +74,8 @@ def test_quickest_run_writes_every_row(tool, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed == table.read_text()
     for title in ('pan / Panoptic-FPN', 'inst / CondInst', 'pan / inst',
-                  'pan / FCOS', 'DR1Mask pan by stage'):
+                  'pan / FCOS', 'pan / Mask2Former', 'DR1Mask pan by stage',
+                  'Mask2Former img/s'):
         assert title in printed
 
 
@@ -76,3 +92,27 @@ def test_models_get_the_same_random_weights_on_every_build(tool):
         for (name, a), b in zip(first.state_dict().items(),
                                 model.state_dict().values()):
             assert torch.equal(a, b), name
+
+
+def test_mask2former_keeps_exactly_the_forced_count(tool):
+    """Its panoptic output keeps the queries above the calibrated
+    ``object_mask_thr``, its instance output the top ``max_per_image``: both
+    are N, on every image of a batch, and the threshold is what keeps them
+    (a threshold a little higher or lower keeps another count)."""
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    entry = tool.Entry('mask2former',
+                       tool.build_model('mask2former', torch.device('cpu')))
+    fusion = entry.model.panoptic_fusion_head
+    with torch.no_grad():
+        for n, batch in ((3, 1), (7, 2)):
+            entry.prepare((64, 64), n, batch)
+            outputs = entry(tool.direct, n)
+            assert entry.kept() == [n] * 2 * batch
+            assert [len(o.pred_instances) for o in outputs] == [n] * batch
+            assert all((o.pred_instances.labels == 0).all() for o in outputs)
+        threshold = fusion.test_cfg.object_mask_thr
+        for shift in (-0.01, 0.01):
+            fusion.test_cfg.object_mask_thr = threshold + shift
+            with pytest.raises(RuntimeError, match='kept'):
+                entry(tool.direct, 7)

@@ -196,14 +196,19 @@ def test_speed_benchmark_times_the_onnxruntime_backend(monkeypatch, tmp_path):
         tool.main([
             '--models', 'dr1mask_panoptic', 'dr1mask_instance',
             '--onnxruntime', '--sizes', '64x64', '--detections', '5',
-            '--rounds', '1', '--threads', '1', '--out', str(out),
-            '--markdown', str(table)
+            '--rounds', '1', '--threads', '1', '--batch-sizes', '2',
+            '--out', str(out), '--markdown', str(table)
         ])
     finally:
         torch.set_num_threads(threads)
-    by_model = {row['model']: row for row in json.loads(out.read_text())}
+    rows = json.loads(out.read_text())
+    by_model = {row['model']: row for row in rows if 'batch' not in row}
+    by_batch = {row['model']: row for row in rows if 'batch' in row}
     for model in ('dr1mask_panoptic', 'dr1mask_instance'):
         row = by_model[f'{model}/onnxruntime']
         assert row['median_ms'] > 0 and row['peak_mem_mb'] > 0
         assert row['params_m'] == by_model[model]['params_m']
+        # the throughput rounds time the ONNX Runtime entries too
+        assert by_batch[f'{model}/onnxruntime']['batch'] == 2
+        assert by_batch[f'{model}/onnxruntime']['images_per_s'] > 0
     assert 'PyTorch vs ONNX Runtime:' in table.read_text()

@@ -1,4 +1,5 @@
-"""End-to-end latency of DR1Mask against mmdet's Panoptic-FPN, CondInst, FCOS.
+"""End-to-end latency (and throughput) of DR1Mask against mmdet's
+Panoptic-FPN, CondInst, FCOS and Mask2Former.
 
 What is timed is what the paper times (Tables 8, 9): batch 1, from the model
 input (the preprocessed, padded batch tensor and its data samples) to the
@@ -6,9 +7,10 @@ final predictions, post-processing included, i.e. ``model.predict(inputs,
 samples, rescale=True)``, which pastes the masks and builds the panoptic map
 at the original image size (here the input size, scale factor 1).
 
-Five R-50 models with random weights, in eval mode under ``torch.no_grad``:
-``dr1mask_panoptic``, ``dr1mask_instance``, ``panoptic_fpn``, ``condinst``
-and ``fcos``: the detector alone, the floor the mask branches add to, in the
+Six R-50 models with random weights, in eval mode under ``torch.no_grad``:
+``dr1mask_panoptic``, ``dr1mask_instance``, ``panoptic_fpn``, ``condinst``,
+``mask2former`` (panoptic, with its instance output on as configured) and
+``fcos``: the detector alone, the floor the mask branches add to, in the
 pytorch-style R-50, GN-head variant whose backbone, neck and head DR1Mask
 shares. Every model gets the same random image of each input size, through
 its own data preprocessor (untimed).
@@ -29,6 +31,16 @@ arbitrary, so every model is forced to keep exactly N instances after NMS
   0.7); the R-CNN classifier's bias is +10 for class 0 and -10 for the other
   classes and background, so every proposal has one class above the
   unchanged 0.6 threshold; NMS IoU 1.0 and ``max_per_img`` = N.
+- Mask2Former: its 100 queries are fixed by design and all of them are
+  decoded and their masks upsampled to the image; what N sets is how many
+  its fusion head keeps. The classifier's bias is +5 for class 0 (a thing),
+  -10 for the background and 0 for the others, so class 0 is every query's
+  best class, with scores that differ from query to query. The panoptic
+  output keeps the queries scoring above ``test_cfg.object_mask_thr``: it
+  is set halfway between the N-th and the (N+1)-th query score of the
+  input, from one untimed call of the head; the instance output keeps the
+  top ``test_cfg.max_per_image`` = N (query, class) pairs, all class 0.
+  Both counts are checked, per image.
 
 The entries are timed in rounds, the order rotated every round so that the
 machine's drift hits all of them alike; the medians are reported. Besides
@@ -63,11 +75,19 @@ graph is exported for every setting, after the detections are forced (the
 forcing biases are in it); its FLOPs are not counted (``gflops`` is NaN:
 mmengine's analyser sees PyTorch ops only).
 
+``--batch-sizes`` adds the throughput: every whole model is timed again, in
+rounds as above, on batches of that many copies of the image (so that each
+image gets the same forced detections), and ``images_per_s`` is the batch
+size over the median time of the call.
+
 ``--out`` writes one JSON row per model (``model`` as above), input size and
 detection count, and one per stage (``model`` is ``dr1mask_panoptic/<stage>``
 or ``dr1mask_instance/<stage>``, stages as in ``STAGES``): ``model``,
 ``input`` ([h, w]), ``detections``, ``median_ms``, ``times_ms`` (every
-round), ``params_m``, ``gflops``, ``peak_mem_mb``.
+round), ``params_m``, ``gflops``, ``peak_mem_mb``; then, with
+``--batch-sizes``, one row per model, input size, detection count and batch
+size: ``model``, ``input``, ``detections``, ``batch``, ``median_ms`` (of
+the whole batch), ``times_ms``, ``images_per_s``.
 
 On a shared CPU, ``--threads 1`` gives steadier figures: with one OpenMP
 thread per core, a thread the scheduler takes away stalls every parallel
@@ -90,6 +110,9 @@ Usage::
     # DR1Mask with its dense network in ONNX Runtime, beside PyTorch
     .venv/bin/python tools/analysis_tools/benchmark_speed.py --quick \\
         --threads 1 --models dr1mask_panoptic dr1mask_instance --onnxruntime
+    # images per second at batch 1 and 4 as well
+    .venv/bin/python tools/analysis_tools/benchmark_speed.py --quick \\
+        --threads 1 --batch-sizes 1 4 --out work_dirs/benchmark/quick.json
 
     # where the time of a stage (or of a whole model) goes
     .venv/bin/python tools/analysis_tools/benchmark_speed.py --quick \\
@@ -115,13 +138,13 @@ from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 from torch import Tensor
 
+from mmdet.models.detectors import MaskFormer
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.utils import register_all_modules
 from projects.dr1mask import DR1MaskORT
 from projects.dr1mask.onnx_runtime import export_onnx
 
-# Mask2Former has no forced detection count here (yet): not in this table.
-MODEL_NAMES = tuple(name for name in CONFIGS if name != 'mask2former')
+MODEL_NAMES = tuple(CONFIGS)
 # Also run stage by stage (staged_predict).
 STAGED = ('dr1mask_panoptic', 'dr1mask_instance')
 # The stages of DR1Mask.predict: the call each one is (the submodule that
@@ -151,9 +174,14 @@ TARGETS = (
     ('dr1mask_instance', 'condinst', 0.90, 'inst / CondInst'),
     ('dr1mask_panoptic', 'dr1mask_instance', 1.05, 'pan / inst'),
     ('dr1mask_panoptic', 'fcos', 1.25, 'pan / FCOS'),
+    ('dr1mask_panoptic', 'mask2former', 0.50, 'pan / Mask2Former'),
 )
 # Logit that makes one class certain (+) or negligible (-) everywhere.
 FORCE_LOGIT = 10.0
+# Mask2Former's class-0 logit: the best class of every query (about 0.56
+# against at most 0.02 for any other), yet not certain, so that the scores of
+# the queries differ and a threshold between two of them keeps exactly N.
+QUERY_LOGIT = 5.0
 # Dense heads' box sides, in strides of their level: the boxes FCOS's regress
 # ranges give a trained head (4 to 8 strides), where a random regressor
 # would give degenerate boxes (cheaper to paste where pasting is per box).
@@ -167,8 +195,9 @@ Runner = Callable[..., Any]
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='Median latency, FLOPs and peak memory of DR1Mask, '
-        'Panoptic-FPN, CondInst and FCOS at fixed detection counts')
+        description='Median latency, FLOPs, peak memory and throughput of '
+        'DR1Mask, Panoptic-FPN, CondInst, FCOS and Mask2Former at fixed '
+        'detection counts')
     parser.add_argument('--sizes', type=parse_size, nargs='+',
                         help='input sizes HxW (default 800x1216 512x512)')
     parser.add_argument('--detections', type=int, nargs='+',
@@ -189,6 +218,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--onnxruntime', action='store_true',
                         help='also time the DR1Mask models with their dense '
                         'network in ONNX Runtime')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[],
+                        help='also measure the images per second of every '
+                        'model at these batch sizes (e.g. 1 4)')
     parser.add_argument('--out', help='write every row to this JSON file')
     parser.add_argument('--markdown', help='write the tables to this file')
     args = parser.parse_args(argv)
@@ -223,37 +255,98 @@ def force_detections(model: nn.Module, n: int) -> None:
         model.test_cfg.panoptic.score_thr = 0.0
 
 
-def watch_detections(model: nn.Module) -> Callable[[], int]:
+def query_scores(mask_cls: Tensor, num_classes: int) -> Tensor:
+    """The score of each query's best class, as
+    ``MaskFormerFusionHead.panoptic_postprocess`` compares it with
+    ``object_mask_thr``, and 0 where that class is the background.
+
+    Args:
+        mask_cls (Tensor): Class logits, (..., num_queries, num_classes + 1).
+        num_classes (int): Thing and stuff classes.
+
+    Returns:
+        Tensor: (..., num_queries).
+    """
+    scores, labels = mask_cls.softmax(-1).max(-1)
+    return scores * labels.ne(num_classes)
+
+
+def force_queries(model: MaskFormer, n: int, inputs: Tensor,
+                  samples: SampleList) -> None:
+    """Make Mask2Former keep exactly ``n`` of its queries in both its outputs
+    (module docstring), on ``inputs``."""
+    head, fusion = model.panoptic_head, model.panoptic_fusion_head
+    if n > head.num_queries:
+        raise ValueError(f'--detections {n}: Mask2Former has only '
+                         f'{head.num_queries} queries (num_queries in '
+                         f'{CONFIGS["mask2former"]})')
+    with torch.no_grad():
+        head.cls_embed.bias.zero_()
+        head.cls_embed.bias[0] = QUERY_LOGIT
+        head.cls_embed.bias[-1] = -FORCE_LOGIT
+        mask_cls, _ = head.predict(model.extract_feat(inputs), samples)
+    scores = query_scores(mask_cls[0], fusion.num_classes).sort(
+        descending=True).values
+    fusion.test_cfg.max_per_image = n
+    # Halfway between the n-th and the (n+1)-th score: a margin for the
+    # rounding differences between this call and the timed ones (batches).
+    fusion.test_cfg.object_mask_thr = float(
+        scores[n - 1] + scores[n]) / 2 if n < len(scores) else 0.0
+
+
+def watch_detections(model: nn.Module) -> Callable[[], List[int]]:
     """Wrap the call that returns the detections after NMS; the returned
-    function gives how many the last call kept (batch 1)."""
-    owner, attr = (model.roi_head, 'predict') if hasattr(
-        model, 'roi_head') else (model.bbox_head, 'predict_by_feat')
+    function gives how many the last call kept, per image. Mask2Former's
+    are its queries above ``object_mask_thr`` (the panoptic output) and its
+    instances (the instance output), both per image."""
+    if isinstance(model, MaskFormer):
+        fusion = model.panoptic_fusion_head
+
+        def count(results: List[dict], mask_cls: Tensor, *args,
+                  **kwargs) -> List[int]:
+            above = query_scores(mask_cls, fusion.num_classes) > \
+                fusion.test_cfg.object_mask_thr
+            return above.sum(1).tolist() + [
+                len(result['ins_results']) for result in results
+            ]
+
+        owner, attr = fusion, 'predict'
+    else:
+
+        def count(results: list, *args, **kwargs) -> List[int]:
+            return [len(result) for result in results]
+
+        owner, attr = (model.roi_head, 'predict') if hasattr(
+            model, 'roi_head') else (model.bbox_head, 'predict_by_feat')
     original = getattr(owner, attr)
     kept: List[int] = []
 
     def counted(*args, **kwargs):
         results = original(*args, **kwargs)
-        kept[:] = [len(results[0])]
+        kept[:] = count(results, *args, **kwargs)
         return results
 
     setattr(owner, attr, counted)
-    return lambda: kept[0]
+    return lambda: list(kept)
 
 
-def make_inputs(model: nn.Module, size: Tuple[int, int]
+def make_inputs(model: nn.Module, size: Tuple[int, int], batch: int = 1
                 ) -> Tuple[Tensor, SampleList]:
-    """The model's own preprocessing of one random image of ``size``, which
-    is also its original size."""
+    """The model's own preprocessing of ``batch`` copies of one random
+    image of ``size``, which is also its original size (copies: every
+    image of a batch then has the same forced detections)."""
     h, w = size
     generator = torch.Generator().manual_seed(h * 10007 + w)
     image = torch.randint(
         0, 256, (3, h, w), dtype=torch.uint8, generator=generator)
-    sample = DetDataSample(
-        metainfo=dict(
-            img_id=0, img_shape=size, ori_shape=size,
-            scale_factor=(1.0, 1.0)))
+    samples = [
+        DetDataSample(
+            metainfo=dict(
+                img_id=i, img_shape=size, ori_shape=size,
+                scale_factor=(1.0, 1.0))) for i in range(batch)
+    ]
     data = model.data_preprocessor(
-        dict(inputs=[image], data_samples=[sample]), False)
+        dict(inputs=[image] * batch, data_samples=samples), False)
     return data['inputs'], data['data_samples']
 
 
@@ -414,9 +507,17 @@ class Entry:
         return [s for s in STAGES
                 if s != 'panoptic_layer' or self.model.with_panoptic]
 
-    def prepare(self, size: Tuple[int, int], n: int) -> None:
-        self.inputs, self.samples = make_inputs(self.model, size)
-        force_detections(self.model, n)
+    def prepare(self, size: Tuple[int, int], n: int, batch: int = 1
+                ) -> None:
+        self.inputs, self.samples = make_inputs(self.model, size, batch)
+        if isinstance(self.model, MaskFormer):
+            force_queries(self.model, n, self.inputs, self.samples)
+        else:
+            force_detections(self.model, n)
+
+    def predict(self, *args, **kwargs) -> SampleList:
+        """The ``predict`` that is timed."""
+        return self.model.predict(*args, **kwargs)
 
     def __call__(self, run: Runner, n: int) -> SampleList:
         # predict writes into its samples: give it fresh ones, untimed.
@@ -424,9 +525,9 @@ class Entry:
         if self.staged:
             outputs = staged_predict(self.model, self.inputs, samples, run)
         else:
-            outputs = run(self.name, self.model.predict, self.inputs,
-                          samples, rescale=True)
-        if self.kept() != n:
+            outputs = run(self.names[0], self.predict, self.inputs, samples,
+                          rescale=True)
+        if any(kept != n for kept in self.kept()):
             raise RuntimeError(f'{self.name} kept {self.kept()} detections, '
                                f'not {n}: cannot compare at fixed counts')
         return outputs
@@ -447,24 +548,21 @@ class OnnxEntry(Entry):
     def names(self) -> List[str]:
         return [f'{self.name}/onnxruntime']
 
-    def prepare(self, size: Tuple[int, int], n: int) -> None:
-        super().prepare(size, n)
+    def prepare(self, size: Tuple[int, int], n: int, batch: int = 1
+                ) -> None:
+        super().prepare(size, n, batch)
         export_onnx(self.model, self.onnx_file.name, size)
         self.runtime = DR1MaskORT(self.model, self.onnx_file.name,
                                   threads=self.threads)
 
+    def predict(self, *args, **kwargs) -> SampleList:
+        return self.runtime.predict(*args, **kwargs)
+
     def __call__(self, run: Runner, n: int) -> SampleList:
-        name = self.names[0]
         if isinstance(run, FlopCounter):
-            run.gflops[name] = float('nan')
+            run.gflops[self.names[0]] = float('nan')
             run = direct
-        samples = [s.clone() for s in self.samples]
-        outputs = run(name, self.runtime.predict, self.inputs, samples,
-                      rescale=True)
-        if self.kept() != n:
-            raise RuntimeError(f'{name} kept {self.kept()} detections, '
-                               f'not {n}: cannot compare at fixed counts')
-        return outputs
+        return super().__call__(run, n)
 
 
 def inference_params_m(model: nn.Module,
@@ -505,17 +603,7 @@ def measure_setting(entries: List[Entry], size: Tuple[int, int], n: int,
         # The traced call is also the warm-up of what follows.
         entry(flop_counter, n)
         entry(peak_memory, n)
-    times: List[Dict[str, List[float]]] = [{} for _ in entries]
-    order = list(range(len(entries)))
-    for round_ in range(rounds):
-        log(f'  round {round_ + 1}/{rounds}')
-        # Rotate the order so that drift and position hit every model alike.
-        shift = round_ % len(entries)
-        for i in order[shift:] + order[:shift]:
-            timer = Timer(device)
-            entries[i](timer, n)
-            for name, ms in timer.ms.items():
-                times[i].setdefault(name, []).append(ms)
+    times = timed_rounds(entries, n, rounds, device)
     for entry in entries:
         if set(entry.names) & set(profile):
             prefix = f'{entry.name}/' if entry.staged else ''
@@ -535,6 +623,53 @@ def measure_setting(entries: List[Entry], size: Tuple[int, int], n: int,
                     params_m=inference_params_m(entry.model, modules),
                     gflops=flop_counter.gflops[name],
                     peak_mem_mb=peak_memory.mb[name]))
+    return rows
+
+
+def timed_rounds(entries: List[Entry], n: int, rounds: int,
+                 device: torch.device) -> List[Dict[str, List[float]]]:
+    """The ms of every call of every entry (by the names its runner calls
+    are recorded under) in ``rounds`` rounds of one call each."""
+    times: List[Dict[str, List[float]]] = [{} for _ in entries]
+    order = list(range(len(entries)))
+    for round_ in range(rounds):
+        log(f'  round {round_ + 1}/{rounds}')
+        # Rotate the order so that drift and position hit every model alike.
+        shift = round_ % len(entries)
+        for i in order[shift:] + order[:shift]:
+            timer = Timer(device)
+            entries[i](timer, n)
+            for name, ms in timer.ms.items():
+                times[i].setdefault(name, []).append(ms)
+    return times
+
+
+def measure_throughput(entries: List[Entry], size: Tuple[int, int], n: int,
+                       batch_sizes: Sequence[int], rounds: int,
+                       device: torch.device) -> List[dict]:
+    """The throughput rows of one input size and detection count: images
+    per second of every whole model (not the staged entries) at each batch
+    size, from the median time of a call on the whole batch."""
+    entries = [entry for entry in entries if not entry.staged]
+    rows = []
+    for batch in batch_sizes:
+        log(f'{size[0]}x{size[1]}, {n} detections, batch {batch}: warm-up')
+        for entry in entries:
+            entry.prepare(size, n, batch)
+            entry(direct, n)
+        times = timed_rounds(entries, n, rounds, device)
+        for entry, entry_times in zip(entries, times):
+            name = entry.names[0]
+            median_ms = statistics.median(entry_times[name])
+            rows.append(
+                dict(
+                    model=name,
+                    input=list(size),
+                    detections=n,
+                    batch=batch,
+                    median_ms=median_ms,
+                    times_ms=entry_times[name],
+                    images_per_s=batch * 1e3 / median_ms))
     return rows
 
 
@@ -618,19 +753,36 @@ def backend_table(rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
+def throughput_table(rows: List[dict]) -> str:
+    """Images per second of every model, per size, count and batch."""
+    models = [m for m in TITLES if any(r['model'] == m for r in rows)]
+    head = ['input', 'dets', 'batch'] + [f'{TITLES[m]} img/s' for m in models]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for (size, n, batch), by_model in _settings(rows, 'batch').items():
+        cells = [f'{size[0]}x{size[1]}', str(n), str(batch)] + [
+            f'{by_model[m]["images_per_s"]:.2f}' for m in models
+        ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def _size(row: dict) -> str:
     return f"{row['input'][0]}x{row['input'][1]}"
 
 
-def _settings(rows: List[dict]) -> Dict[Tuple[tuple, int], Dict[str, dict]]:
-    settings: Dict[Tuple[tuple, int], Dict[str, dict]] = {}
+def _settings(rows: List[dict], *fields: str
+              ) -> Dict[tuple, Dict[str, dict]]:
+    """The rows by model, grouped by (input, detections, *fields)."""
+    settings: Dict[tuple, Dict[str, dict]] = {}
     for row in rows:
-        key = (tuple(row['input']), row['detections'])
+        key = (tuple(row['input']), row['detections']) + tuple(
+            row[field] for field in fields)
         settings.setdefault(key, {})[row['model']] = row
     return settings
 
 
-def markdown(rows: List[dict], args: argparse.Namespace) -> str:
+def markdown(rows: List[dict], throughput: List[dict],
+             args: argparse.Namespace) -> str:
     setup = (f'device {args.device}, {torch.get_num_threads()} torch '
              f'threads, {args.rounds} rounds, medians in ms, batch 1')
     parts = [
@@ -642,6 +794,13 @@ def markdown(rows: List[dict], args: argparse.Namespace) -> str:
             parts += [f'{TITLES[model]} by stage:', stage_table(rows, model)]
     if any(r['model'].endswith('/onnxruntime') for r in rows):
         parts += ['PyTorch vs ONNX Runtime:', backend_table(rows)]
+    if throughput:
+        parts += [
+            f'Throughput (device {args.device}, {torch.get_num_threads()} '
+            f'torch threads, {args.rounds} rounds, images per second from '
+            'the median time per batch):',
+            throughput_table(throughput)
+        ]
     return '\n\n'.join(parts) + '\n'
 
 
@@ -663,17 +822,20 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
             if args.onnxruntime:
                 entries.append(
                     OnnxEntry(name, entries[-1].model, args.threads))
-    rows = []
+    rows, throughput = [], []
     with torch.no_grad():
         for size in args.sizes:
             for n in args.detections:
                 rows += measure_setting(entries, size, n, args.rounds, device,
                                         args.profile)
-    table = markdown(rows, args)
+                throughput += measure_throughput(entries, size, n,
+                                                 args.batch_sizes,
+                                                 args.rounds, device)
+    table = markdown(rows, throughput, args)
     print(table, end="")
-    write_text(args.out, json.dumps(rows, indent=1))
+    write_text(args.out, json.dumps(rows + throughput, indent=1))
     write_text(args.markdown, table)
-    return rows
+    return rows + throughput
 
 
 if __name__ == '__main__':
