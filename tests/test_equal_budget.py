@@ -105,15 +105,18 @@ def test_instance_pair_end_to_end(tmp_path):
         ('condinst', 4)
     ]
     for row in rows:
+        metrics = {'bbox_AP', 'segm_AP', 'bbox_AP_s', 'bbox_AP_m',
+                   'bbox_AP_l'}
         assert set(row) == {'model', 'seed', 'iter', 'train_time_s',
-                            'threads', 'bbox_AP', 'segm_AP'}
+                            'threads'} | metrics
         assert row['seed'] == 0 and row['threads'] == 1
-        assert 0 <= row['bbox_AP'] <= 100 and 0 <= row['segm_AP'] <= 100
+        # COCO's -1: no object of that size in the 2 val images
+        assert all(-100 <= row[key] <= 100 for key in metrics)
     # time grows with the iterations of one run
     assert 0 < rows[0]['train_time_s'] < rows[1]['train_time_s']
     table = md.read_text()
-    assert '| model | iter | seeds | train time (s) | bbox_AP | segm_AP |' \
-        in table
+    assert ('| model | iter | seeds | train time (s) | bbox_AP | segm_AP | '
+            'bbox_AP_s | bbox_AP_m | bbox_AP_l |') in table
     assert 'dr1mask-instance minus condinst' in table
     assert '| equal iterations | 4 | 4 |' in table
     assert (tmp_path / 'eb' / 'condinst' / 'seed_0' / 'iter_2.pth').is_file()

@@ -38,7 +38,8 @@ are left out.
 ``--out`` writes one JSON row per model, seed and iteration: ``model``,
 ``seed``, ``iter``, ``train_time_s``, ``threads``, and the metrics in
 points (``PQ``, ``PQ_th``, ``PQ_st`` for the panoptic models; ``bbox_AP``,
-``segm_AP`` for all). ``--markdown`` writes the mean and min-max over
+``segm_AP`` and the box AP of small, medium and large objects,
+``bbox_AP_s``, ``bbox_AP_m``, ``bbox_AP_l``, for all). ``--markdown`` writes the mean and min-max over
 seeds per model and iteration, the differences of the means per pair, and
 the equal wall-clock comparison: the time budget is the faster model's
 training time to the largest iteration, and each model is read at its
@@ -66,7 +67,8 @@ from mmengine.config import Config
 
 from benchmark_common import REPO, write_text
 
-PANOPTIC, INSTANCE = ['PQ', 'PQ_th', 'PQ_st'], ['bbox_AP', 'segm_AP']
+PANOPTIC = ['PQ', 'PQ_th', 'PQ_st']
+INSTANCE = ['bbox_AP', 'segm_AP', 'bbox_AP_s', 'bbox_AP_m', 'bbox_AP_l']
 # model -> (training config, {evaluation config: its metrics}), each
 # evaluation run on the training's checkpoint
 MODELS = {
@@ -95,6 +97,10 @@ METRICS = {
     'PQ_st': ('coco_panoptic/PQ_st', 1.0),
     'bbox_AP': ('coco/bbox_mAP', 100.0),
     'segm_AP': ('coco/segm_mAP', 100.0),
+    # box AP of the small (area < 32^2), medium and large objects
+    'bbox_AP_s': ('coco/bbox_mAP_s', 100.0),
+    'bbox_AP_m': ('coco/bbox_mAP_m', 100.0),
+    'bbox_AP_l': ('coco/bbox_mAP_l', 100.0),
 }
 
 
