@@ -60,6 +60,13 @@ def test_train_times_add_up_the_logged_iteration_times(tool, tmp_path):
             dict(coco_panoptic_PQ=3.0, step=20)
         ]))
     assert tool.train_times(str(tmp_path)) == {10: 20.0, 20: 30.0}
+    # resumed from the checkpoint at 10 (the first run logged 20 but died
+    # before saving it): the later log replaces the earlier from 10 on
+    resumed = tmp_path / '20260101_010000' / 'vis_data' / 'scalars.json'
+    resumed.parent.mkdir(parents=True)
+    resumed.write_text('\n'.join(
+        json.dumps(dict(iter=i, time=3.0)) for i in (20, 30)))
+    assert tool.train_times(str(tmp_path)) == {10: 20.0, 20: 50.0, 30: 80.0}
 
 
 def test_markdown_compares_pairs_at_equal_iterations_and_equal_time(tool):

@@ -25,9 +25,10 @@ evaluation points (and an early point is the same run before its lr step,
 not a run with its own shorter schedule). Seeds go to mmengine through
 ``--cfg-options randomness.seed=S``. Trainings and evaluations run
 ``tools/train.py`` and ``tools/test.py`` in subprocesses with
-``--threads`` threads each, one after another; a run whose checkpoints or
-metrics are already in ``--work-dir`` is not repeated, so an interrupted
-comparison resumes where it stopped.
+``--threads`` threads each, one after another; a training or evaluation whose
+checkpoint or metrics are already in ``--work-dir`` is not repeated, and an
+interrupted training resumes from its latest checkpoint (``--resume``), so
+an interrupted comparison goes on where it stopped when run again.
 
 Training time to an iteration is the sum of mmengine's per-iteration
 ``time`` (data loading, forward, backward, optimizer step; a checkpoint
@@ -195,16 +196,19 @@ def run_tool(tool: str, args: List[str], threads: int, log: str) -> None:
 def train(model: str, seed: int, iters: List[int], threads: int,
           run_dir: str, cfg_options: List[str]) -> None:
     """Train ``model`` with ``seed`` to max(iters), a checkpoint at each of
-    ``iters``, unless its last checkpoint is in ``run_dir`` already."""
+    ``iters``, unless its last checkpoint is in ``run_dir`` already; an
+    interrupted training resumes from its latest checkpoint."""
     if osp.isfile(osp.join(run_dir, f'iter_{iters[-1]}.pth')):
         return
     config = osp.join(REPO, MODELS[model][0])
     every = math.gcd(*iters)
     os.makedirs(run_dir, exist_ok=True)
+    resume = ['--resume'] if osp.isfile(
+        osp.join(run_dir, 'last_checkpoint')) else []
     print(f'training {model}, seed {seed}, to {iters[-1]} iterations',
           flush=True)
     run_tool('train.py', [
-        config, '--work-dir', run_dir, '--cfg-options',
+        config, '--work-dir', run_dir, *resume, '--cfg-options',
         f'randomness.seed={seed}',
         *schedule_options(config, iters[-1], every), *cfg_options
     ], threads, osp.join(run_dir, 'train.log'))
@@ -212,21 +216,25 @@ def train(model: str, seed: int, iters: List[int], threads: int,
 
 def train_times(run_dir: str) -> Dict[int, float]:
     """Training time to each logged iteration: the running sum of the
-    per-iteration ``time`` of the newest ``vis_data/scalars.json``."""
+    per-iteration ``time`` of the run's ``vis_data/scalars.json``, oldest
+    first (a resumed run's log continues from its checkpoint's
+    iteration)."""
     logs = sorted(glob.glob(osp.join(run_dir, '*', 'vis_data',
                                      'scalars.json')))
     if not logs:
         raise FileNotFoundError(
             f'{run_dir} holds no */vis_data/scalars.json: remove the folder '
             'to train again')
-    times, total, last = {}, 0.0, 0
-    with open(logs[-1]) as f:
-        for line in f:
-            record = json.loads(line)
-            if 'time' in record and 'iter' in record:
-                total += record['time'] * (record['iter'] - last)
-                last = record['iter']
-                times[last] = total
+    times: Dict[int, float] = {}
+    for log in logs:
+        with open(log) as f:
+            for line in f:
+                record = json.loads(line)
+                if 'time' in record and 'iter' in record:
+                    last = max((i for i in times if i < record['iter']),
+                               default=0)
+                    times[record['iter']] = times.get(last, 0.0) + \
+                        record['time'] * (record['iter'] - last)
     return times
 
 
