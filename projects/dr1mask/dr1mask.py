@@ -172,9 +172,7 @@ class DR1Mask(SingleStageDetector):
         exported ONNX graph) as long as it has :class:`DR1MaskFeatures`'
         tensors."""
         img_metas = [s.metainfo for s in batch_data_samples]
-        detections = self.bbox_head.predict_by_feat(
-            feats.cls_scores, feats.bbox_preds, feats.centernesses,
-            feats.box_feats, batch_img_metas=img_metas, rescale=False)
+        detections = self.detections(feats, img_metas)
         instances = self.predict_instances(feats.basis, detections,
                                            img_metas, rescale)
         batch_data_samples = self.add_pred_to_datasample(
@@ -185,6 +183,15 @@ class DR1Mask(SingleStageDetector):
             for sample, pred in zip(batch_data_samples, panoptic):
                 sample.pred_panoptic_seg = pred
         return batch_data_samples
+
+    def detections(self, feats: DR1MaskFeatures,
+                   batch_img_metas: List[dict]) -> InstanceList:
+        """The dense head's detections: ``bboxes`` in input pixels (not
+        rescaled), ``scores``, ``labels`` and the ``embeddings`` of the
+        instance module and the panoptic layer, per image."""
+        return self.bbox_head.predict_by_feat(
+            feats.cls_scores, feats.bbox_preds, feats.centernesses,
+            feats.box_feats, batch_img_metas=batch_img_metas, rescale=False)
 
     def predict_instances(self, basis: Tensor, detections: InstanceList,
                           batch_img_metas: List[dict],

@@ -74,11 +74,8 @@ class DR1MaskTTAModel(BaseTTAModel):
                 {key: value[view] for key, value in data.items()}, False)
             samples = batch['data_samples']
             feats = model._forward(batch['inputs'])
-            detections = model.bbox_head.predict_by_feat(
-                feats.cls_scores, feats.bbox_preds, feats.centernesses,
-                feats.box_feats,
-                batch_img_metas=[s.metainfo for s in samples],
-                rescale=False)
+            detections = model.detections(feats,
+                                          [s.metainfo for s in samples])
             for sample, dets, basis in zip(samples, detections, feats.basis):
                 sample.pred_instances = dets
                 sample.basis = basis
