@@ -53,10 +53,12 @@ def claimed(name: str) -> dict:
     pad = re.search(r'_pad-(\d+)_', name)
     attention = re.search(r'_attn-(vector|full|factored)_', name)
     context = re.search(r'_context-(fpn|cls-tower)_', name)
-    # 64 for panoptic results (Table 6), 32 for instances, the toy model
-    # and every ablation (1x panoptic runs: Tables 2, 5, 7)
-    default_width = 64 if panoptic and ('_ms-3x_' in name
-                                        or 'cityscapes' in name) else 32
+    # 64 for panoptic results (Table 6) and the COCO heads on toy images,
+    # 32 for instances, the toy model and every ablation (1x panoptic runs:
+    # Tables 2, 5, 7)
+    default_width = 64 if panoptic and (
+        '_ms-3x_' in name or 'cityscapes' in name
+        or '_coco-heads_' in name) else 32
     return dict(
         panoptic=panoptic,
         # the panoptic layer needs vector embeddings (Table 7)
