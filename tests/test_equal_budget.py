@@ -127,3 +127,17 @@ def test_instance_pair_end_to_end(tmp_path):
     assert 'dr1mask-instance minus condinst' in table
     assert '| equal iterations | 4 | 4 |' in table
     assert (tmp_path / 'eb' / 'condinst' / 'seed_0' / 'iter_2.pth').is_file()
+
+
+def test_coco_heads_selects_the_coco_panoptic_pair(tool, capsys):
+    args = tool.parse_args(['--coco-heads'])
+    assert args.models == ['dr1mask-panoptic', 'panoptic-fpn']
+    for model in args.models:
+        train_config, evaluations = tool.COCO_HEADS_MODELS[model]
+        assert '_coco-heads_' in train_config
+        assert (REPO / train_config).is_file()
+        assert all((REPO / c).is_file() for c in evaluations)
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--coco-heads', '--models', 'condinst'])
+    assert "--models ['condinst'] have no --coco-heads variant" in \
+        capsys.readouterr().err

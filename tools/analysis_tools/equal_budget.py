@@ -88,6 +88,24 @@ MODELS = {
         INSTANCE
     }),
 }
+# --coco-heads: the COCO panoptic configs' models (80 + 53 classes) with
+# ResNet-18 from scratch, trained and evaluated on a few toy images
+# relabelled into COCO's classes (configs/dr1mask/_base_/toy_coco-heads.py)
+COCO_HEADS_MODELS = {
+    'dr1mask-panoptic':
+    ('configs/dr1mask/dr1mask_r18_fpn_coco-heads_toy-panoptic.py', {
+        'configs/dr1mask/dr1mask_r18_fpn_coco-heads_toy-panoptic.py':
+        PANOPTIC + INSTANCE
+    }),
+    'panoptic-fpn':
+    ('configs/baselines/panoptic-fpn_r18_fpn_coco-heads_toy-panoptic.py', {
+        'configs/baselines/panoptic-fpn_r18_fpn_coco-heads_toy-panoptic.py':
+        PANOPTIC
+    }),
+}
+# what configs/dr1mask/_base_/toy_coco-heads.py reads
+COCO_HEADS_TOY_ROOT = 'data/toy_panoptic'
+COCO_HEADS_IMAGES = 4
 # (DR1Mask's model, the baseline)
 PAIRS = [('dr1mask-instance', 'condinst'),
          ('dr1mask-panoptic', 'panoptic-fpn')]
@@ -114,9 +132,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         f'{pairs}.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument(
-        '--models', nargs='+', choices=list(MODELS), default=list(MODELS),
-        metavar='MODEL',
-        help=f'models to train and evaluate, of: {", ".join(MODELS)}')
+        '--models', nargs='+', choices=list(MODELS), metavar='MODEL',
+        help=f'models to train and evaluate, of: {", ".join(MODELS)} '
+        '(default: all; with --coco-heads: '
+        f'{", ".join(COCO_HEADS_MODELS)})')
+    parser.add_argument(
+        '--coco-heads', action='store_true',
+        help='the COCO panoptic configs\' models (80 + 53 classes) with '
+        f'ResNet-18 from scratch, batch 1, trained and evaluated on the first '
+        f'{COCO_HEADS_IMAGES} toy training images relabelled into COCO\'s '
+        'classes (written by tools/misc/relabel_toy_coco_classes.py when '
+        'missing): memorisation; results under WORK_DIR/coco-heads')
     parser.add_argument(
         '--iters', nargs='+', type=int, default=[300, 800],
         help='evaluation points (iterations, batch 4); the training runs to '
@@ -137,6 +163,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', help='write the rows to this JSON file')
     parser.add_argument('--markdown', help='write the tables to this file')
     args = parser.parse_args(argv)
+    table = COCO_HEADS_MODELS if args.coco_heads else MODELS
+    if args.models is None:
+        args.models = list(table)
+    unknown = [m for m in args.models if m not in table]
+    if unknown:
+        parser.error(f'--models {unknown} have no --coco-heads variant: '
+                     f'choose from {list(table)}')
     if min(args.iters) < 1 or min(args.seeds) < 0 or args.threads < 1:
         parser.error(f'--iters {args.iters} must be >= 1, --seeds '
                      f'{args.seeds} >= 0 and --threads {args.threads} >= 1')
@@ -193,14 +226,15 @@ def run_tool(tool: str, args: List[str], threads: int, log: str) -> None:
             f'{result.returncode}); its log is {log}:\n{tail}')
 
 
-def train(model: str, seed: int, iters: List[int], threads: int,
+def train(model: str, config: str, seed: int, iters: List[int], threads: int,
           run_dir: str, cfg_options: List[str]) -> None:
-    """Train ``model`` with ``seed`` to max(iters), a checkpoint at each of
+    """Train ``model`` (its training ``config``, relative to the
+    repository) with ``seed`` to max(iters), a checkpoint at each of
     ``iters``, unless its last checkpoint is in ``run_dir`` already; an
     interrupted training resumes from its latest checkpoint."""
     if osp.isfile(osp.join(run_dir, f'iter_{iters[-1]}.pth')):
         return
-    config = osp.join(REPO, MODELS[model][0])
+    config = osp.join(REPO, config)
     every = math.gcd(*iters)
     os.makedirs(run_dir, exist_ok=True)
     resume = ['--resume'] if osp.isfile(
@@ -238,12 +272,13 @@ def train_times(run_dir: str) -> Dict[int, float]:
     return times
 
 
-def evaluate(model: str, iteration: int, threads: int,
-             run_dir: str) -> Dict[str, float]:
-    """Every metric of ``model``'s checkpoint at ``iteration``, in points;
-    each evaluation config's result is kept in ``run_dir`` and reused."""
+def evaluate(evaluations: Dict[str, List[str]], iteration: int,
+             threads: int, run_dir: str) -> Dict[str, float]:
+    """Every metric of a model's checkpoint at ``iteration``, in points:
+    ``evaluations`` maps each evaluation config to the metrics read from it;
+    each one's result is kept in ``run_dir`` and reused."""
     row = {}
-    for config, keys in MODELS[model][1].items():
+    for config, keys in evaluations.items():
         name = osp.splitext(osp.basename(config))[0]
         test_dir = osp.join(run_dir, f'test_iter_{iteration}_{name}')
         metrics_file = osp.join(test_dir, 'metrics.json')
@@ -358,15 +393,24 @@ def markdown(rows: List[dict]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parse_args(argv)
+    models, work_dir = MODELS, args.work_dir
+    if args.coco_heads:
+        models, work_dir = COCO_HEADS_MODELS, osp.join(work_dir, 'coco-heads')
+        ann_dir = osp.join(COCO_HEADS_TOY_ROOT, 'coco_heads')
+        if not osp.isfile(osp.join(ann_dir, 'panoptic.json')):
+            os.makedirs(work_dir, exist_ok=True)
+            run_tool('misc/relabel_toy_coco_classes.py', [
+                COCO_HEADS_TOY_ROOT, '--images',
+                str(COCO_HEADS_IMAGES), '--out-dir', ann_dir
+            ], args.threads, osp.join(work_dir, 'relabel.log'))
     rows = []
     # seed by seed, so that an interrupted comparison has every model of
     # its first seeds
     for seed in args.seeds:
         for model in args.models:
-            run_dir = osp.abspath(
-                osp.join(args.work_dir, model, f'seed_{seed}'))
-            train(model, seed, args.iters, args.threads, run_dir,
-                  args.cfg_options)
+            run_dir = osp.abspath(osp.join(work_dir, model, f'seed_{seed}'))
+            train(model, models[model][0], seed, args.iters, args.threads,
+                  run_dir, args.cfg_options)
             times = train_times(run_dir)
             for iteration in args.iters:
                 print(f'evaluating {model}, seed {seed}, iteration '
@@ -374,7 +418,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
                 rows.append(
                     dict(model=model, seed=seed, iter=iteration,
                          train_time_s=times[iteration], threads=args.threads,
-                         **evaluate(model, iteration, args.threads, run_dir)))
+                         **evaluate(models[model][1], iteration,
+                                    args.threads, run_dir)))
                 # written as they come, so a long comparison shows progress
                 if args.out:
                     write_text(args.out, json.dumps(rows, indent=1) + '\n')
