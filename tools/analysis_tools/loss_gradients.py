@@ -56,7 +56,12 @@ def gradient_norms(model: torch.nn.Module, data: dict,
     """{loss term: {group: L2 norm of that term's gradient}} for one
     preprocessed batch, with ``'total'`` for the sum of the terms."""
     losses = model.loss(data['inputs'], data['data_samples'])
-    terms = {k: v for k, v in losses.items() if k.startswith('loss')}
+    # mmengine's BaseModel.parse_losses: the keys holding 'loss', a list
+    # (one per level) summed
+    terms = {
+        k: sum(v) if isinstance(v, (list, tuple)) else v
+        for k, v in losses.items() if 'loss' in k
+    }
     terms['total'] = sum(terms.values())
     params = [p for group in groups.values() for p in group]
     norms = {}
