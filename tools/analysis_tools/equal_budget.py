@@ -13,6 +13,15 @@ other):
   Mask R-CNN, configs/baselines/mask-rcnn_r18_fpn_toy-from-panoptic-fpn.py,
   since mmdet's PanopticFPN returns no instances).
 
+``--coco-heads`` runs the panoptic pair with the COCO configs' models
+instead (configs/dr1mask/dr1mask_r18_fpn_coco-heads_toy-panoptic.py and
+configs/baselines/panoptic-fpn_r18_fpn_coco-heads_toy-panoptic.py: 80 + 53
+classes, the COCO heads' widths and loss weights, ResNet-18 from scratch),
+batch 1 on the first 4 toy training images relabelled into COCO's classes
+and evaluated on the same images: whether each memorises a handful of
+images, the smallest check a COCO training must pass. Its results go under
+``WORK_DIR/coco-heads``.
+
 Every model has the same ResNet-18 from scratch, FPN width, data, image
 size, batch, optimizer (SGD lr 0.02, gradient clipping at 10) and schedule:
 the toy configs' warm-up and one lr step, stretched to the largest of
