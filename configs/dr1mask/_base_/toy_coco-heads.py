@@ -87,5 +87,10 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=10))
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(
+        by_epoch=False,
+        interval=max_iters,
+        max_keep_ckpts=1,
+        save_best='coco_panoptic/PQ',
+        rule='greater'))
 log_processor = dict(by_epoch=False, window_size=20)
