@@ -1,6 +1,7 @@
 """tools/analysis_tools/loss_gradients.py: each loss term's gradient, taken
 alone, reaches exactly the parameters it flows through."""
 import importlib
+import json
 
 import pytest
 
@@ -22,8 +23,10 @@ def test_each_loss_reaches_only_its_own_path(tool, tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     rows = tool.main([
         str(CONFIGS / 'dr1mask_r18_fpn_toy-panoptic.py'), '--batches', '1',
-        '--cfg-options', 'train_dataloader.batch_size=2'
+        '--cfg-options', 'train_dataloader.batch_size=2', '--out',
+        'grads/rows.json'
     ])
+    assert json.loads((tmp_path / 'grads' / 'rows.json').read_text()) == rows
     norm = {(r['loss'], r['group']): r['grad_norm'] for r in rows}
     losses = {r['loss'] for r in rows}
     assert losses == {'loss_cls', 'loss_bbox', 'loss_centerness',

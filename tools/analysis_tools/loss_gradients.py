@@ -24,7 +24,7 @@ import argparse
 import json
 import statistics
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config, DictAction
@@ -34,6 +34,8 @@ from mmengine.runner import Runner, load_checkpoint
 from mmengine.utils import import_modules_from_strings
 
 from mmdet.registry import MODELS
+
+from benchmark_common import write_text
 
 
 def parameter_groups(
@@ -50,11 +52,18 @@ def parameter_groups(
     return dict(groups)
 
 
+def l2_norm(grads: Iterable[Optional[torch.Tensor]]) -> float:
+    """The L2 norm of gradients taken together (None: unused, zero)."""
+    norms = [g.norm() for g in grads if g is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
 def gradient_norms(model: torch.nn.Module, data: dict,
                    groups: Dict[str, List[torch.nn.Parameter]]
                    ) -> Dict[str, Dict[str, float]]:
     """{loss term: {group: L2 norm of that term's gradient}} for one
-    preprocessed batch, with ``'total'`` for the sum of the terms."""
+    preprocessed batch, with ``'total'`` for the sum of the terms and
+    ``'all'`` for every parameter."""
     losses = model.loss(data['inputs'], data['data_samples'])
     # mmengine's BaseModel.parse_losses: the keys holding 'loss', a list
     # (one per level) summed
@@ -70,17 +79,10 @@ def gradient_norms(model: torch.nn.Module, data: dict,
             loss, params, retain_graph=True, allow_unused=True)
         by_param = dict(zip(map(id, params), grads))
         norms[name] = {
-            group: float(
-                torch.stack([
-                    by_param[id(p)].norm() for p in members
-                    if by_param[id(p)] is not None
-                ] or [torch.zeros(())]).norm())
+            group: l2_norm(by_param[id(p)] for p in members)
             for group, members in groups.items()
         }
-        norms[name]['all'] = float(
-            torch.stack([
-                g.norm() for g in grads if g is not None
-            ] or [torch.zeros(())]).norm())
+        norms[name]['all'] = l2_norm(grads)
     return norms
 
 
@@ -142,9 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     for loss in collected:
         print(f'| {loss} | ' + ' | '.join(
             f'{value[(loss, c)]:.3g}' for c in columns) + ' |')
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(rows, f, indent=1)
+    write_text(args.out, json.dumps(rows, indent=1) + '\n')
     return rows
 
 
