@@ -2,7 +2,10 @@
 import pytest
 import torch
 
-from projects.dr1mask.instance_module import InstancePredictionModule
+from mmcv.ops import RoIAlign
+
+from projects.dr1mask.instance_module import (InstancePredictionModule,
+                                              crop_on_grid)
 
 D, K, S, R = 8, 4, 14, 4
 STRIDE = 4
@@ -104,3 +107,45 @@ def test_crop_reads_the_basis_where_the_basis_puts_its_locations(stride):
         7, 7), atol=1e-4, rtol=0)
     torch.testing.assert_close(crop[1], (y1 + samples * (y2 - y1))[:, None]
                                .expand(7, 7), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize('stride', [4, 8])
+def test_crop_equals_the_roi_align_it_replaces(stride):
+    """The grid_sample crop is mmcv's aligned RoIAlign (one sample per bin)
+    with the boxes moved by (stride - 1) / 2, the crop it replaced: values
+    and gradients, for boxes of several images in any order, one image with
+    none, boxes touching the border."""
+    torch.manual_seed(0)
+    basis = torch.randn(3, 5, 17, 23, dtype=torch.float64,
+                        requires_grad=True)
+    h, w = 17 * stride, 23 * stride
+    rois = torch.tensor([[2, 3., 5., 40., 33.], [0, 0., 0., w, h],
+                         [2, 10.5, 1., 11.5, 30.], [0, w - 9., h - 20., w, h],
+                         [2, 0., 7.25, 60., 8.]], dtype=torch.float64)
+    crops = crop_on_grid(basis, rois, 7, stride)
+    grad = torch.randn_like(crops)
+    (new_grad, ) = torch.autograd.grad(crops, basis, grad)
+
+    shift = (stride - 1) / 2
+    roi_align = RoIAlign(7, 1 / stride, sampling_ratio=1, aligned=True)
+    moved = torch.cat([rois[:, :1], rois[:, 1:] + shift], dim=1)
+    expected = roi_align(basis.float(), moved.float())
+    (old_grad, ) = torch.autograd.grad(expected, basis, grad.float())
+    assert crops.shape == (5, 5, 7, 7)
+    torch.testing.assert_close(crops.float(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(new_grad, old_grad, atol=1e-5, rtol=0)
+    assert new_grad[1].abs().max() == 0
+
+
+def test_crop_of_no_boxes_and_of_half_precision():
+    basis = torch.randn(2, 3, 8, 8)
+    assert crop_on_grid(basis, torch.zeros(0, 5), 7, 4).shape == (0, 3, 7, 7)
+    # Half-precision maps are sampled at float32 coordinates: on a
+    # 200-location map a half-precision x is off by up to 0.06 location.
+    ramp = torch.arange(200.).expand(1, 1, 4, 200)
+    box = torch.tensor([[0, 700.25, 0., 703.25, 4.]])
+    crop = crop_on_grid(ramp.half(), box, 3, 4)
+    assert crop.dtype == torch.float16
+    expected = (700.25 + (torch.arange(3) + 0.5) - 0.5) / 4
+    torch.testing.assert_close(crop[0, 0, 0].float(), expected, atol=0.07,
+                               rtol=0)
