@@ -73,8 +73,10 @@ def test_unknown_attention_is_named_in_the_error():
 
 
 def test_vector_mode_blends_before_cropping_with_the_same_result():
-    """RoIAlign is linear per channel: cropping one blended map per instance
-    equals blending its D cropped channels."""
+    """The crop is linear per channel: cropping one blended map per instance
+    equals blending its D cropped channels (up to float32 rounding of the
+    sample coordinates, which the two crops compute on maps of different
+    widths)."""
     module = InstancePredictionModule(D, STRIDE, attention='vector')
     basis = torch.randn(2, D, 16, 20, requires_grad=True)
     rois = torch.tensor([[1, 4., 8., 50., 40.], [0, 0., 0., 79., 63.],
@@ -82,7 +84,7 @@ def test_vector_mode_blends_before_cropping_with_the_same_result():
     e = torch.randn(3, D)
     expected = module.blend(module.crop(basis, rois), e)
     logits = module(basis, rois, e)
-    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=5e-5)
     logits.sum().backward()
     assert basis.grad.abs().sum() > 0
 
