@@ -151,3 +151,19 @@ def test_crop_of_no_boxes_and_of_half_precision():
     expected = (700.25 + (torch.arange(3) + 0.5) - 0.5) / 4
     torch.testing.assert_close(crop[0, 0, 0].float(), expected, atol=0.07,
                                rtol=0)
+
+
+@pytest.mark.parametrize('width', [100, 152, 199, 304])
+def test_boxes_at_the_right_border_read_nothing_of_the_next_image(width):
+    """The images are read side by side: a box clamped at image 0's right
+    border samples its last column, none of image 1 beside it."""
+    features = torch.zeros(2, 1, 50, width)
+    features[1] = 1
+    right = float(width * STRIDE)
+    rois = torch.tensor([[0, right - 40., 0., right, 200.],
+                         [0, right - 7.3, 3., right - 0.1, 100.],
+                         [0, right - 2., 0., right + 9., 10.]])
+    assert crop_on_grid(features, rois, 56, STRIDE).max() == 0
+    ones = crop_on_grid(features, rois + torch.tensor([1., 0, 0, 0, 0]), 56,
+                        STRIDE)
+    torch.testing.assert_close(ones, torch.ones_like(ones))

@@ -278,7 +278,8 @@ def crop_on_grid(features: Tensor, rois: Tensor, size: int,
     the CPU 5 x faster forward and 6 x with the backward than RoIAlign's
     loop over boxes and channels. The N images are read side by side, as
     one (C, h, N * w) map: a clamped sample of image n is a sample of that
-    map at ``u + n * w`` whose neighbour in the next image has weight 0. The
+    map at ``u + n * w`` whose neighbour in the next image has weight 0
+    (tested: nothing of the next image reaches a box at the border). The
     result is a view of the sampled (C, M, S, S): the crops are not copied
     into another layout, and the maps only when N > 1.
 
