@@ -1,8 +1,9 @@
 """The instance prediction module of DR1Mask (Sec. 3.2.3, Table 4).
 
 Every instance crops a D x 56 x 56 region R from the DR1Basis output F by its
-box (bilinear samples at the box's bin centres, stride 4) and blends it into one mask guided by its embedding
-e. Three blenders, selected by ``attention``:
+box (bilinear samples at the box's bin centres, stride 4) and blends it into
+one mask guided by its embedding e. Three blenders, selected by
+``attention``:
 
 ``vector``   (YOLACT) e in R^D weighs the D channels: ``m = sum_d e_d R_d``.
 ``full``     (BlendMask) e = [t : a]: t (D*K) is a 1x1 projection D -> K
@@ -24,6 +25,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import ConfigType, InstanceList, reduce_mean
+
+from .pixel_windows import separable_grid
 
 ATTENTIONS = ('vector', 'full', 'factored')
 
@@ -297,8 +300,9 @@ def crop_on_grid(features: Tensor, rois: Tensor, size: int,
     u, v = bin_centres(rois, size, stride, height, width)
     side_by_side = features.permute(1, 2, 0, 3).reshape(
         1, channels, height, num_images * width)
-    grid = _sample_grid(u + rois[:, :1] * width, v, num_images * width,
-                        height)
+    grid = separable_grid(
+        _normalised(u + rois[:, :1] * width, num_images * width),
+        _normalised(v, height))
     crops = _bilinear(side_by_side, grid.view(1, -1, size, 2))
     return crops.view(channels, -1, size, size).transpose(0, 1)
 
@@ -319,18 +323,15 @@ def crop_own_maps(maps: Tensor, rois: Tensor, size: int,
     """
     height, width = maps.shape[-2:]
     u, v = bin_centres(rois, size, stride, height, width)
-    return _bilinear(maps[:, None], _sample_grid(u, v, width, height))[:, 0]
+    grid = separable_grid(_normalised(u, width), _normalised(v, height))
+    return _bilinear(maps[:, None], grid)[:, 0]
 
 
-def _sample_grid(u: Tensor, v: Tensor, width: int, height: int) -> Tensor:
-    """(M, S, S, 2) ``grid_sample`` coordinates (``align_corners=False``:
-    -1 and 1 are the outer edges of the first and last locations) of the
-    locations u (M, S) along x and v (M, S) along y; ``[m, row, column]``
-    is ``(u[m, column], v[m, row])``."""
-    return torch.stack(
-        torch.broadcast_tensors((2 * u[:, None, :] + 1) / width - 1,
-                                (2 * v[:, :, None] + 1) / height - 1),
-        dim=-1)
+def _normalised(locations: Tensor, size: int) -> Tensor:
+    """``grid_sample`` coordinates (``align_corners=False``: -1 and 1 are
+    the outer edges of the first and last locations) of ``locations`` along
+    an axis of ``size`` locations."""
+    return (2 * locations + 1) / size - 1
 
 
 def _bilinear(maps: Tensor, grid: Tensor) -> Tensor:

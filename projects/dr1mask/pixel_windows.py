@@ -63,12 +63,19 @@ def pixel_windows(start: Tensor, end: Tensor, img_shape: Tuple[int, int],
                                part_start[:, 1:] + offsets_y)
 
 
+def separable_grid(grid_x: Tensor, grid_y: Tensor) -> Tensor:
+    """(m, h, w, 2) ``grid_sample`` grids of m separable grids: ``grid_x``
+    (m, w) the coordinates of each grid's columns, ``grid_y`` (m, h) of its
+    rows; ``[i, row, column]`` is ``(grid_x[i, column], grid_y[i, row])``."""
+    return torch.stack(
+        torch.broadcast_tensors(grid_x[:, None, :], grid_y[:, :, None]), 3)
+
+
 def sample_windows(images: Tensor, grid_x: Tensor, grid_y: Tensor,
                    **grid_sample_args) -> Tensor:
     """Bilinear samples (m, h, w) of m single-channel ``images`` (m, H', W'),
     each on its own separable grid: ``grid_sample`` coordinates ``grid_x``
     (m, w) of its window's columns and ``grid_y`` (m, h) of its rows."""
-    grid = torch.stack(
-        torch.broadcast_tensors(grid_x[:, None, :], grid_y[:, :, None]), 3)
+    grid = separable_grid(grid_x, grid_y)
     return F.grid_sample(images[:, None], grid.to(images.dtype),
                          **grid_sample_args)[:, 0]
