@@ -26,7 +26,7 @@ from mmdet.registry import DATASETS
 
 from conftest import CONFIGS, REPO
 from test_tools import run
-from projects.dr1mask.cityscapes_panoptic import CityscapesPanopticDataset
+from projects.dr1mask.datasets.cityscapes_panoptic import CityscapesPanopticDataset
 
 CONFIG = CONFIGS / 'dr1mask_r50_fpn_cityscapes-panoptic.py'
 # pycocotools 2.0.11's RLE decode trips a numpy 2 copy-keyword deprecation.

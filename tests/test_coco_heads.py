@@ -12,7 +12,7 @@ from conftest import CONFIGS, REPO
 from test_tools import generate_toy
 
 from mmdet.datasets import CocoPanopticDataset
-from projects.dr1mask.dataset_check import check_panoptic_annotations
+from projects.dr1mask.datasets.dataset_check import check_panoptic_annotations
 
 MMDET_CONFIGS = Path(mmdet.__file__).parent / '.mim' / 'configs'
 RELABEL = REPO / 'tools' / 'misc' / 'relabel_toy_coco_classes.py'

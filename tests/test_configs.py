@@ -79,7 +79,7 @@ def claimed(name: str) -> dict:
 def test_config_builds_the_model_its_name_claims(path):
     cfg = load_config(path)
     assert cfg.custom_imports.imports == [
-        'projects.dr1mask', 'projects.dr1mask.safe_checkpoints'
+        'projects.dr1mask', 'projects.dr1mask.engine.safe_checkpoints'
     ]
     model = cfg.model
     claims = claimed(path.name)

@@ -13,7 +13,7 @@ from mmdet.evaluation.functional import INSTANCE_OFFSET
 
 from conftest import (build_model, make_sample, preprocess, seeded_weights,
                       small_model_cfg)
-from projects.dr1mask.post_processing import (panoptic_segmentation,
+from projects.dr1mask.models.post_processing import (panoptic_segmentation,
                                               paste_masks_in_image)
 
 pytestmark = [

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import CONFIGS, REPO, load_config
-from projects.dr1mask.dataset_check import (check_dataset_config,
+from projects.dr1mask.datasets.dataset_check import (check_dataset_config,
                                             check_panoptic_dataset,
                                             class_counts)
 

@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from mmengine.model import MMDistributedDataParallel
 
-from projects.dr1mask.check_finite_loss_hook import CheckFiniteLossHook
+from projects.dr1mask.engine.check_finite_loss_hook import CheckFiniteLossHook
 from conftest import (NUM_THINGS, build_model, make_sample, preprocess,
                       small_model_cfg)
 

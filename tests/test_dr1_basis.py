@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mmdet.models import FPN, ResNet
 from mmdet.registry import MODELS
-from projects.dr1mask.dr1_basis import DR1Basis, aligned_upsample
+from projects.dr1mask.models.layers.dr1_basis import DR1Basis, aligned_upsample
 
 
 def fpn_sizes(height, width, num_levels=5):

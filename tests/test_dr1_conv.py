@@ -6,7 +6,7 @@ from torch.autograd import gradcheck
 from torch.func import functional_call
 
 from mmdet.registry import MODELS
-from projects.dr1mask.dr1_conv import DR1Conv, SigmoidGate, sigmoid_gate
+from projects.dr1mask.models.layers.dr1_conv import DR1Conv, SigmoidGate, sigmoid_gate
 
 ACTS = {
     'identity': lambda z: z,

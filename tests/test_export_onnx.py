@@ -26,7 +26,7 @@ from PIL import Image
 from conftest import (CONFIGS, REPO, build_model, load_config, make_sample,
                       preprocess, seeded_weights, small_model_cfg)
 from projects.dr1mask import DR1MaskORT
-from projects.dr1mask.onnx_runtime import (DenseNetwork, export_onnx,
+from projects.dr1mask.deployment.onnx_runtime import (DenseNetwork, export_onnx,
                                            output_names)
 
 ATOL = 1e-4

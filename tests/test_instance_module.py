@@ -4,7 +4,7 @@ import torch
 
 from mmcv.ops import RoIAlign
 
-from projects.dr1mask.instance_module import (InstancePredictionModule,
+from projects.dr1mask.models.layers.instance_module import (InstancePredictionModule,
                                               crop_on_grid)
 
 D, K, S, R = 8, 4, 14, 4

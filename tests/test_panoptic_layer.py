@@ -2,8 +2,8 @@
 import torch
 from mmengine.structures import InstanceData
 
-from projects.dr1mask.constants import IGNORE_INDEX
-from projects.dr1mask.panoptic_layer import UnifiedPanopticLayer
+from projects.dr1mask.models.constants import IGNORE_INDEX
+from projects.dr1mask.models.layers.panoptic_layer import UnifiedPanopticLayer
 
 T, S, D = 2, 2, 3  # things 0, 1; stuff 2, 3
 X = IGNORE_INDEX

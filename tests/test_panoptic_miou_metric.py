@@ -7,7 +7,7 @@ from mmengine.logging import MMLogger
 
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 
-from projects.dr1mask.panoptic_miou_metric import PanopticMIoUMetric
+from projects.dr1mask.evaluation.panoptic_miou_metric import PanopticMIoUMetric
 
 META = dict(classes=('car', 'road', 'sky'), thing_classes=('car', ),
             stuff_classes=('road', 'sky'))

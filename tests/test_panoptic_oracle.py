@@ -14,7 +14,7 @@ from panopticapi.utils import rgb2id
 from mmdet.evaluation import CocoPanopticMetric
 
 from conftest import REPO
-from projects.dr1mask.post_processing import panoptic_segmentation
+from projects.dr1mask.models.post_processing import panoptic_segmentation
 
 THINGS = ('disk', 'square', 'triangle', 'ring')
 STUFF = ('sky', 'grass', 'brick')

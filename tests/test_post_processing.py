@@ -7,8 +7,8 @@ from mmengine.structures import InstanceData
 
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 
-from projects.dr1mask.panoptic_layer import UnifiedPanopticLayer
-from projects.dr1mask.post_processing import (PanopticView, basis_coordinates,
+from projects.dr1mask.models.layers.panoptic_layer import UnifiedPanopticLayer
+from projects.dr1mask.models.post_processing import (PanopticView, basis_coordinates,
                                               best_stuff,
                                               panoptic_segmentation,
                                               paste_masks_in_image,

@@ -11,7 +11,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import _load_checkpoint
 
-import projects.dr1mask.safe_checkpoints  # noqa: F401  the allowlist
+import projects.dr1mask.engine.safe_checkpoints  # noqa: F401  the allowlist
 
 
 def test_importing_the_package_changes_no_library_behaviour():

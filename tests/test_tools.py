@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import CONFIGS, REPO, build_model, load_config
-from projects.dr1mask.safe_checkpoints import mmengine_checkpoint_globals
+from projects.dr1mask.engine.safe_checkpoints import mmengine_checkpoint_globals
 
 CONFIG = str(CONFIGS / 'dr1mask_r18_fpn_toy-panoptic.py')
 INSTANCE_CONFIG = str(CONFIGS / 'dr1mask_r18_fpn_toy.py')

@@ -131,7 +131,7 @@ def unusual_set(tmp_path_factory) -> Path:
 
 
 def test_unusual_set_passes_the_dataset_check(unusual_set):
-    from projects.dr1mask.dataset_check import check_dataset_config
+    from projects.dr1mask.datasets.dataset_check import check_dataset_config
     cfg = load_config(CONFIG.name)
     data_root = str(unusual_set / 'data/toy_panoptic')
     for loader in (cfg.train_dataloader, cfg.val_dataloader):

@@ -4,12 +4,12 @@ project's tools need, each explicit and applied here only.
 Our ``tools/train.py`` and ``tools/test.py`` are mmdet 3.3.0's scripts, run
 unchanged (same arguments, same behaviour), after:
 
-1. ``projects.dr1mask.safe_checkpoints``: torch's ``weights_only`` loading
+1. ``projects.dr1mask.engine.safe_checkpoints``: torch's ``weights_only`` loading
    reads the checkpoints mmengine's runner writes (for any config; the
    project's configs import it themselves too).
 2. For ``train.py`` and ``test.py``: the panoptic datasets' json is
    checked before anything is built
-   (``projects.dr1mask.dataset_check.check_panoptic_annotations``). mmdet
+   (``projects.dr1mask.datasets.dataset_check.check_panoptic_annotations``). mmdet
    fails on an unknown category or a category without ``isthing`` while it
    builds the dataset, with a bare ``KeyError`` and before any hook runs;
    this raises the dataset checker's lines instead.
@@ -28,8 +28,8 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
-import projects.dr1mask.safe_checkpoints  # noqa: F401  (see above)
-from projects.dr1mask.dataset_check import (check_config_datasets,
+import projects.dr1mask.engine.safe_checkpoints  # noqa: F401  (see above)
+from projects.dr1mask.datasets.dataset_check import (check_config_datasets,
                                             raise_dataset_problems)
 
 # Without a GPU, DDP wraps the model with no device ids.

@@ -1,26 +1,19 @@
 """DR1Mask (Chen, Shen, Tian, arXiv 2011.09796) for MMDetection 3.x.
 
 Importing this package registers its modules into mmdet's registries and
-changes nothing else.
-"""
-from .check_finite_loss_hook import CheckFiniteLossHook
-from .cityscapes_panoptic import CityscapesPanopticDataset
-from .dataset_check import CheckPanopticDatasetHook
-from .dr1_basis import DR1Basis, aligned_upsample
-from .dr1_conv import DR1Conv
-from .dr1mask import DR1Mask, DR1MaskFeatures
-from .dr1mask_head import DR1MaskHead
-from .dr1mask_tta import DR1MaskTTAModel
-from .instance_module import InstancePredictionModule
-from .onnx_runtime import DR1MaskORT
-from .panoptic_layer import UnifiedPanopticLayer
-from .panoptic_miou_metric import PanopticMIoUMetric
-from .semantic_head import AuxSemanticHead
+changes nothing else. The layout follows mmdet's own tree:
 
-__all__ = [
-    'DR1Conv', 'DR1Basis', 'aligned_upsample', 'DR1MaskHead',
-    'InstancePredictionModule', 'UnifiedPanopticLayer', 'AuxSemanticHead',
-    'DR1Mask', 'DR1MaskFeatures', 'DR1MaskTTAModel', 'DR1MaskORT',
-    'CityscapesPanopticDataset', 'PanopticMIoUMetric',
-    'CheckPanopticDatasetHook', 'CheckFiniteLossHook'
-]
+- ``models/``: the network (``layers/``: DR1Conv, DR1Basis, the instance
+  prediction module, the unified panoptic layer; ``dense_heads/``: the
+  FCOS-derived head and the auxiliary semantic head; ``detectors/``: DR1Mask;
+  ``test_time_augs/``) and its post-processing (pure tensor functions);
+- ``datasets/``: Cityscapes panoptic and the dataset checker;
+- ``evaluation/``: panoptic mIoU;
+- ``engine/``: training hooks and safe checkpoint loading;
+- ``deployment/``: the ONNX Runtime model.
+"""
+from .datasets import *  # noqa: F401,F403
+from .deployment import *  # noqa: F401,F403
+from .engine import *  # noqa: F401,F403
+from .evaluation import *  # noqa: F401,F403
+from .models import *  # noqa: F401,F403

@@ -37,7 +37,7 @@ from typing import Callable, List, Tuple
 import torch
 import torch.nn as nn
 
-from projects.dr1mask.dr1_conv import CONTEXT_ACTS, DR1Conv
+from projects.dr1mask.models.layers.dr1_conv import CONTEXT_ACTS, DR1Conv
 
 CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 MALLOC_ENV = {

@@ -142,7 +142,7 @@ from mmdet.models.detectors import MaskFormer
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.utils import register_all_modules
 from projects.dr1mask import DR1MaskORT
-from projects.dr1mask.onnx_runtime import export_onnx
+from projects.dr1mask.deployment.onnx_runtime import export_onnx
 
 MODEL_NAMES = tuple(CONFIGS)
 # Also run stage by stage (staged_predict).

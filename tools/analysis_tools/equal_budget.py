@@ -11,11 +11,17 @@ other):
   panoptic-fpn_r18_fpn_toy-panoptic.py): PQ, PQ things, PQ stuff, and box
   and mask AP (Panoptic-FPN's from the same checkpoint evaluated as a plain
   Mask R-CNN, configs/baselines/mask-rcnn_r18_fpn_toy-from-panoptic-fpn.py,
-  since mmdet's PanopticFPN returns no instances).
+  since mmdet's PanopticFPN returns no instances), and against
+  ``separate-branch`` (configs/baselines/
+  separate-branch_r18_fpn_toy-panoptic.py: the same detector and instance
+  masks with BlendMask's separate semantic branch and heuristic fusion
+  instead of the unified layer; the paper's Table 9 peer and the ablation
+  "unified layer against separate branch").
 
-``--coco-heads`` runs the panoptic pair with the COCO configs' models
-instead (configs/dr1mask/dr1mask_r18_fpn_coco-heads_toy-panoptic.py and
-configs/baselines/panoptic-fpn_r18_fpn_coco-heads_toy-panoptic.py: 80 + 53
+``--coco-heads`` runs the panoptic pairs with the COCO configs' models
+instead (configs/dr1mask/dr1mask_r18_fpn_coco-heads_toy-panoptic.py,
+configs/baselines/panoptic-fpn_r18_fpn_coco-heads_toy-panoptic.py and
+separate-branch_r18_fpn_coco-heads_toy-panoptic.py beside it: 80 + 53
 classes, the COCO heads' widths and loss weights, ResNet-18 from scratch),
 batch 1 on the first 4 toy training images relabelled into COCO's classes
 and evaluated on the same images: whether each memorises a handful of
@@ -96,6 +102,11 @@ MODELS = {
         'configs/baselines/mask-rcnn_r18_fpn_toy-from-panoptic-fpn.py':
         INSTANCE
     }),
+    'separate-branch':
+    ('configs/baselines/separate-branch_r18_fpn_toy-panoptic.py', {
+        'configs/baselines/separate-branch_r18_fpn_toy-panoptic.py':
+        PANOPTIC + INSTANCE
+    }),
 }
 # --coco-heads: the COCO panoptic configs' models (80 + 53 classes) with
 # ResNet-18 from scratch, trained and evaluated on a few toy images
@@ -111,13 +122,19 @@ COCO_HEADS_MODELS = {
         'configs/baselines/panoptic-fpn_r18_fpn_coco-heads_toy-panoptic.py':
         PANOPTIC
     }),
+    'separate-branch':
+    ('configs/baselines/separate-branch_r18_fpn_coco-heads_toy-panoptic.py', {
+        'configs/baselines/separate-branch_r18_fpn_coco-heads_toy-panoptic.py':
+        PANOPTIC + INSTANCE
+    }),
 }
 # what configs/dr1mask/_base_/toy_coco-heads.py reads
 COCO_HEADS_TOY_ROOT = 'data/toy_panoptic'
 COCO_HEADS_IMAGES = 4
 # (DR1Mask's model, the baseline)
 PAIRS = [('dr1mask-instance', 'condinst'),
-         ('dr1mask-panoptic', 'panoptic-fpn')]
+         ('dr1mask-panoptic', 'panoptic-fpn'),
+         ('dr1mask-panoptic', 'separate-branch')]
 # the metric rows' names -> (mmdet's metric key, scale to points)
 METRICS = {
     'PQ': ('coco_panoptic/PQ', 1.0),

@@ -4,7 +4,7 @@
         [--shape HxW] [--opset N]
 
 The graph is backbone, FPN, the dense head with its top layer and DR1Basis
-(``projects.dr1mask.onnx_runtime``): from the preprocessed, padded batch
+(``projects.dr1mask.deployment.onnx_runtime``): from the preprocessed, padded batch
 ``inputs`` (N, 3, H, W) to ``cls_score_l``, ``bbox_pred_l``,
 ``centerness_l``, ``box_feat_l`` per FPN level l and ``basis``. N, H and W
 are dynamic; ``--shape`` is only the size the graph is traced at. The
@@ -31,11 +31,11 @@ from mmengine.config import Config
 from mmengine.runner import CheckpointLoader
 
 # Reads the checkpoints mmengine's runner writes (torch's weights_only).
-import projects.dr1mask.safe_checkpoints  # noqa: F401
+import projects.dr1mask.engine.safe_checkpoints  # noqa: F401
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from projects.dr1mask import DR1Mask
-from projects.dr1mask.onnx_runtime import (INPUT_NAME, DenseNetwork,
+from projects.dr1mask.deployment.onnx_runtime import (INPUT_NAME, DenseNetwork,
                                            export_onnx, output_names)
 
 # The TorchScript-based exporter's newest opset.

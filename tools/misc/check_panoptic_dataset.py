@@ -18,7 +18,7 @@ import time
 
 from mmengine.config import Config
 
-from projects.dr1mask.dataset_check import (check_panoptic_dataset,
+from projects.dr1mask.datasets.dataset_check import (check_panoptic_dataset,
                                             coco_seg_map_name,
                                             metainfo_classes,
                                             panoptic_datasets, seg_map_namer)

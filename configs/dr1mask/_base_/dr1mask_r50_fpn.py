@@ -1,9 +1,9 @@
 # DR1Mask R-50-FPN for COCO instance segmentation: factored attention, D = 32
 # (paper Sec. 4.1; the detector's settings are FCOS's and BlendMask's).
-# `projects.dr1mask.safe_checkpoints` lets torch's weights_only loading read
+# `projects.dr1mask.engine.safe_checkpoints` lets torch's weights_only loading read
 # the checkpoints mmengine's runner writes (see that module).
 custom_imports = dict(
-    imports=['projects.dr1mask', 'projects.dr1mask.safe_checkpoints'],
+    imports=['projects.dr1mask', 'projects.dr1mask.engine.safe_checkpoints'],
     allow_failed_imports=False)
 
 model = dict(
@@ -75,7 +75,7 @@ model = dict(
 
 # `tools/test.py CONFIG CKPT --tta` wraps the model in this and feeds it the
 # views of `tta_pipeline`: detections merged by NMS, masks and panoptic
-# logits averaged over the views (projects/dr1mask/dr1mask_tta.py). The
+# logits averaged over the views (projects/dr1mask/models/test_time_augs/dr1mask_tta.py). The
 # merge's NMS IoU is mmdet's TTA default, 0.5, not test_cfg's 0.6: at 0.6 the
 # views' near-duplicates of one object survive it (README, test-time
 # augmentation).

@@ -26,7 +26,7 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10000))
 log_processor = dict(by_epoch=False)
 # Before the first iteration, the panoptic train / val data are checked
-# (projects/dr1mask/dataset_check.py); after each, a NaN or infinite loss
+# (projects/dr1mask/datasets/dataset_check.py); after each, a NaN or infinite loss
 # term stops the run, naming the term and the iteration.
 custom_hooks = [
     dict(type='CheckPanopticDatasetHook'),

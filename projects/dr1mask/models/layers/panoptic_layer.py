@@ -21,7 +21,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList, reduce_mean
 
-from .constants import IGNORE_INDEX
+from ..constants import IGNORE_INDEX
 
 
 @MODELS.register_module()

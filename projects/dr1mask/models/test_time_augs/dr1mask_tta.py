@@ -31,7 +31,7 @@ from mmdet.structures import DetDataSample, SampleList
 from mmdet.structures.bbox import bbox2roi, bbox_flip, scale_boxes
 from mmdet.utils import ConfigType, OptConfigType
 
-from .post_processing import (merged_panoptic_segmentation, panoptic_view,
+from ..post_processing import (merged_panoptic_segmentation, panoptic_view,
                               paste_masks_in_image, unique_instances)
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, InstanceList
 
-from .constants import IGNORE_INDEX
+from ..constants import IGNORE_INDEX
 
 
 @MODELS.register_module()

@@ -19,7 +19,7 @@ from mmdet.structures import SampleList
 from mmdet.structures.bbox import scale_boxes
 from mmdet.utils import ConfigType, InstanceList, OptConfigType, OptMultiConfig
 
-from .post_processing import panoptic_segmentation, paste_masks_in_image
+from ..post_processing import panoptic_segmentation, paste_masks_in_image
 
 
 class DR1MaskFeatures(NamedTuple):

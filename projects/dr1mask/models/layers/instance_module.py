@@ -26,7 +26,7 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import ConfigType, InstanceList, reduce_mean
 
-from .pixel_windows import separable_grid
+from ..pixel_windows import separable_grid
 
 ATTENTIONS = ('vector', 'full', 'factored')
 

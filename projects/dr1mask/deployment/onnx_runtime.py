@@ -23,7 +23,7 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from mmdet.structures import SampleList
-from .dr1mask import DR1Mask, DR1MaskFeatures
+from ..models import DR1Mask, DR1MaskFeatures
 
 # The per-level fields of DR1MaskFeatures that predict_by_feat reads, and the
 # graph's output name of each (with the level appended: 'cls_score_0', ...).

@@ -1,0 +1,3 @@
+from .panoptic_miou_metric import PanopticMIoUMetric
+
+__all__ = ['PanopticMIoUMetric']

@@ -1,0 +1,3 @@
+from .dr1mask_tta import DR1MaskTTAModel
+
+__all__ = ['DR1MaskTTAModel']
