@@ -23,9 +23,10 @@ def tool(monkeypatch):
 def test_help_lists_the_models_iterations_and_seeds(tool, capsys):
     with pytest.raises(SystemExit):
         tool.parse_args(['--help'])
-    help_text = ' '.join(capsys.readouterr().out.split())
+    # argparse may wrap a line at a model name's hyphen
+    help_text = ' '.join(capsys.readouterr().out.split()).replace('- ', '-')
     for text in ('dr1mask-instance, condinst, dr1mask-panoptic, '
-                 'panoptic-fpn', '--iters', '--seeds', 'one training',
+                 'panoptic-fpn, separate-branch', '--iters', '--seeds', 'one training',
                  '[300, 800]', '[0, 1, 2]'):
         assert text in help_text, text
 
@@ -131,7 +132,8 @@ def test_instance_pair_end_to_end(tmp_path):
 
 def test_coco_heads_selects_the_coco_panoptic_pair(tool, capsys):
     args = tool.parse_args(['--coco-heads'])
-    assert args.models == ['dr1mask-panoptic', 'panoptic-fpn']
+    assert args.models == ['dr1mask-panoptic', 'panoptic-fpn',
+                           'separate-branch']
     for model in args.models:
         train_config, evaluations = tool.COCO_HEADS_MODELS[model]
         assert '_coco-heads_' in train_config

@@ -5,7 +5,8 @@ changes nothing else. The layout follows mmdet's own tree:
 
 - ``models/``: the network (``layers/``: DR1Conv, DR1Basis, the instance
   prediction module, the unified panoptic layer; ``dense_heads/``: the
-  FCOS-derived head and the auxiliary semantic head; ``detectors/``: DR1Mask;
+  FCOS-derived head and the auxiliary semantic head; ``detectors/``: DR1Mask
+  and the same-detector separate-branch baseline;
   ``test_time_augs/``) and its post-processing (pure tensor functions);
 - ``datasets/``: Cityscapes panoptic and the dataset checker;
 - ``evaluation/``: panoptic mIoU;

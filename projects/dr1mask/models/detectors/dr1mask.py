@@ -144,8 +144,7 @@ class DR1Mask(SingleStageDetector):
             if self.with_panoptic:
                 _add_losses(
                     losses,
-                    self.panoptic_head.loss(feats.basis, positives,
-                                            batch_data_samples))
+                    self.panoptic_loss(feats, positives, batch_data_samples))
             if self.semantic_head is not None:
                 _add_losses(
                     losses,
@@ -178,7 +177,7 @@ class DR1Mask(SingleStageDetector):
         batch_data_samples = self.add_pred_to_datasample(
             batch_data_samples, instances)
         if self.with_panoptic:
-            panoptic = self.predict_panoptic(feats.basis, detections,
+            panoptic = self.predict_panoptic(feats, detections, instances,
                                              img_metas, rescale)
             for sample, pred in zip(batch_data_samples, panoptic):
                 sample.pred_panoptic_seg = pred
@@ -229,7 +228,16 @@ class DR1Mask(SingleStageDetector):
                                                self.test_cfg.mask_thr)))
         return results
 
-    def predict_panoptic(self, basis: Tensor, detections: InstanceList,
+    def panoptic_loss(self, feats: DR1MaskFeatures,
+                      positive_infos: InstanceList,
+                      batch_data_samples: SampleList) -> dict:
+        """The unified panoptic layer's loss (Eq. 9 in training: each GT
+        instance's column is the mean embedding of its positives)."""
+        return self.panoptic_head.loss(feats.basis, positive_infos,
+                                       batch_data_samples)
+
+    def predict_panoptic(self, feats: DR1MaskFeatures,
+                         detections: InstanceList, instances: InstanceList,
                          batch_img_metas: List[dict],
                          rescale: bool) -> List[PixelData]:
         """Eq. 9 at test time: the thing columns are the embeddings of the
@@ -237,7 +245,8 @@ class DR1Mask(SingleStageDetector):
         pixel's argmax over [stuff ; instances] is its segment
         (:func:`~.post_processing.panoptic_segmentation`, with
         ``mask_overlap`` and ``stuff_area_limit`` from
-        ``test_cfg.panoptic``).
+        ``test_cfg.panoptic``). The pasted ``instances`` are not read: the
+        layer segments the things itself.
 
         Returns:
             list[PixelData]: ``sem_seg`` (1, H, W) int64 panoptic ids in
@@ -247,7 +256,8 @@ class DR1Mask(SingleStageDetector):
         head = self.panoptic_head
         stride = self.basis.stride
         results = []
-        for feat, dets, meta in zip(basis, detections, batch_img_metas):
+        for feat, dets, meta in zip(feats.basis, detections,
+                                    batch_img_metas):
             dets = dets[dets.scores >= cfg.score_thr]
             img_shape = meta['img_shape'][:2]
             ids = panoptic_segmentation(
