@@ -99,3 +99,31 @@ def test_getattr_is_answered_only_for_the_history_buffer(tmp_path):
     torch.save(dict(meta=_ReachesGlobals()), path)
     with pytest.raises(pickle.UnpicklingError, match='refused getattr'):
         _load_checkpoint(str(path))
+
+
+def test_empty_arrays_and_history_buffers_load(tmp_path):
+    """What the runner writes before anything is logged: an empty
+    HistoryBuffer (two empty arrays) and an empty array in the meta. Pickle
+    protocol 2 writes their data, b'', as the call bytes()."""
+    path = tmp_path / 'ckpt.pth'
+    torch.save(
+        dict(meta=dict(empty=np.array([], np.float64)),
+             message_hub=dict(log_scalars=dict(loss=HistoryBuffer()))), path)
+    checkpoint = _load_checkpoint(str(path))
+    assert checkpoint['meta']['empty'].shape == (0, )
+    assert checkpoint['meta']['empty'].dtype == np.float64
+    assert len(checkpoint['message_hub']['log_scalars']['loss'].data[0]) == 0
+
+
+def test_bytes_is_answered_only_for_the_empty_bytes(tmp_path):
+    """bytes(n) would allocate n bytes of a crafted pickle's choosing."""
+    path = tmp_path / 'crafted.pth'
+
+    class _AllocatesMemory:
+
+        def __reduce__(self):
+            return bytes, (10**12, )
+
+    torch.save(dict(meta=_AllocatesMemory()), path)
+    with pytest.raises(pickle.UnpicklingError, match=r'refused bytes\('):
+        _load_checkpoint(str(path))

@@ -5,7 +5,8 @@ builds tensors, containers and primitive types, and refuses any other global
 a pickle names, so a crafted file cannot run code. mmengine 0.10.7 calls
 ``torch.load`` without the argument, and its runner's checkpoints name a few
 more globals: numpy scalars and arrays (the seed, the iteration counters of
-the message hub) and mmengine's ``HistoryBuffer`` (the logged scalars).
+the message hub; an empty array pickles its data as ``bytes()``) and
+mmengine's ``HistoryBuffer`` (the logged scalars).
 
 Importing this module adds exactly those globals, by name, to torch's
 allowlist (``torch.serialization.add_safe_globals``); ``weights_only`` stays
@@ -46,14 +47,31 @@ def history_buffer_statistic(owner: Any, name: str) -> Any:
         f'looks up HistoryBuffer.{{{", ".join(HISTORY_BUFFER_STATISTICS)}}}')
 
 
+def empty_bytes(*args: Any) -> bytes:
+    """``bytes()`` for exactly what a pickled empty ``bytes`` asks of it.
+
+    Pickle protocol 2 writes ``b''`` as the call ``bytes()`` (longer bytes go
+    through ``_codecs.encode``, which torch allows): an empty numpy array's
+    data, e.g. in an empty ``HistoryBuffer``. Allowing the builtin ``bytes``
+    would let a crafted pickle allocate ``bytes(n)`` of any size, so this
+    stands in for it and answers only the call without arguments.
+    """
+    if args:
+        raise pickle.UnpicklingError(
+            f'refused bytes(*{args!r}): this checkpoint loader only builds '
+            "the empty bytes b''")
+    return b''
+
+
 def mmengine_checkpoint_globals() -> List[Any]:
     """The globals, beyond torch's defaults, that mmengine's runner pickles
     into a checkpoint (``tests/test_tools.py`` checks the list against a
     checkpoint ``tools/train.py`` wrote); ``getattr`` is
-    :func:`history_buffer_statistic`."""
+    :func:`history_buffer_statistic` and ``bytes`` :func:`empty_bytes`."""
     return [
         HistoryBuffer,
         (history_buffer_statistic, 'builtins.getattr'),
+        (empty_bytes, 'builtins.bytes'),
         # numpy arrays and scalars: how numpy pickles them
         np.ndarray,
         np.dtype,
