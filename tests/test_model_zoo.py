@@ -82,7 +82,7 @@ def test_results_cover_the_configs_tasks(path):
 
 
 def test_toy_numbers_are_the_readmes():
-    """The toy entry carries the quickstart's measured numbers (README)."""
+    """The toy entry carries the quickstart's measured numbers (README, results)."""
     (toy, ) = [
         m for m in load_models() if m['Name'] == 'dr1mask_r18_fpn_toy-panoptic'
     ]

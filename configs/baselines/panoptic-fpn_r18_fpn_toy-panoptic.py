@@ -2,7 +2,7 @@ _base_ = '../dr1mask/dr1mask_r18_fpn_toy-panoptic.py'
 
 # mmdet's Panoptic-FPN (Mask R-CNN + semantic FPN head + heuristic fusion) on
 # the toy set, with DR1Mask's toy backbone, FPN width, data, schedule and
-# optimizer: the equal-budget baseline of README "Accuracy at equal budget".
+# optimizer: the equal-budget baseline of docs/learning.md, "Accuracy at equal budget".
 model = dict(
     _delete_=True,
     type='PanopticFPN',

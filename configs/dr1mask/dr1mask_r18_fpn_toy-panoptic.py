@@ -24,7 +24,7 @@ model = dict(
     # Mask and panoptic losses at 0.25: from scratch, their gradients reach
     # the box tower through the top layer (the embeddings) several times
     # stronger than the box losses', and the total is clipped, so at 1.0
-    # the detector would get a small share of every step (README, results).
+    # the detector would get a small share of every step (docs/learning.md, gradient balance).
     mask_head=dict(
         loss_mask=dict(
             type='CrossEntropyLoss', use_sigmoid=True, loss_weight=0.25)),
@@ -38,7 +38,7 @@ model = dict(
         loss_weight=0.25),
     test_cfg=dict(
         panoptic=dict(
-            # chosen by a sweep over 0.2..0.5 on the toy val set (README)
+            # chosen by a sweep over 0.2..0.5 on the toy val set (docs/fidelity.md)
             score_thr=0.3,
             # Chosen from the training set, not the val score: 98 % of its
             # stuff segments are larger (1st percentile 330 px); smaller
@@ -62,7 +62,7 @@ test_pipeline = [
                    'scale_factor'))
 ]
 # `--tta`: the images at their size (the reference view) and 1.5 times it,
-# each plain and flipped: 4 views (README, test-time augmentation).
+# each plain and flipped: 4 views (docs/learning.md, test-time augmentation).
 tta_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(

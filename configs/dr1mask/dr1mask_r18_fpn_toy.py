@@ -26,7 +26,7 @@ test_pipeline = [
                    'scale_factor'))
 ]
 # `--tta`: the images at their size (the reference view) and 1.5 times it,
-# each plain and flipped: 4 views (README, test-time augmentation).
+# each plain and flipped: 4 views (docs/learning.md, test-time augmentation).
 tta_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(

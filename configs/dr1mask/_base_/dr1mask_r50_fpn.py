@@ -77,7 +77,7 @@ model = dict(
 # views of `tta_pipeline`: detections merged by NMS, masks and panoptic
 # logits averaged over the views (projects/dr1mask/models/test_time_augs/dr1mask_tta.py). The
 # merge's NMS IoU is mmdet's TTA default, 0.5, not test_cfg's 0.6: at 0.6 the
-# views' near-duplicates of one object survive it (README, test-time
+# views' near-duplicates of one object survive it (docs/learning.md, test-time
 # augmentation).
 tta_model = dict(
     type='DR1MaskTTAModel',

@@ -109,7 +109,7 @@ class DR1Basis(BaseModule):
             at half of it. Defaults to 8.
         context_act (str): Activation of A and B, see :class:`DR1Conv`.
             Defaults to ``'one_plus_tanh'``, the best of the three on the
-            toy set (README, design choices).
+            toy set (docs/fidelity.md, design choices).
         use_a (bool): Use the input factors A. Defaults to True.
         use_b (bool): Use the output factors B. Defaults to True.
         aligned (bool): Aligned upsampling (Table 5). Defaults to True.
