@@ -337,3 +337,30 @@ def test_bf16_autocast_trains_with_fp32_losses_and_logits():
             if param.grad is not None:
                 assert torch.isfinite(param.grad).all(), name
         optimizer.step()
+
+
+def test_aux_semantic_head_with_stuff_reads_the_panoptic_ground_truth():
+    """With num_stuff_classes the auxiliary targets are gt_sem_seg's thing
+    and stuff classes at the level's stride (void ignored); without, the
+    things painted from the masks on background."""
+    cfg = small_model_cfg(panoptic=True)
+    cfg.semantic_head.num_stuff_classes = NUM_STUFF
+    model = build_model(cfg)
+    assert model.semantic_head.conv_seg.out_channels == NUM_THINGS + NUM_STUFF
+    spec = dict(img_hw=(64, 76), boxes=[[8, 8, 40, 32]], labels=[2],
+                stuff_label=NUM_THINGS + 1)
+    images, samples = zip(*[make_sample(**spec)])
+    data = preprocess(model, list(images), list(samples), training=True)
+    head = model.semantic_head
+    # the level of the padded (64, 76) input: stride 8, (8, 10)
+    targets = head.panoptic_targets(data['data_samples'], (8, 10))
+    sem_seg = data['data_samples'][0].gt_sem_seg.sem_seg[0]
+    assert torch.equal(targets[0], sem_seg[::8, ::8].long())
+    assert targets[0, 1, 1] == 2 and targets[0, 6, 8] == NUM_THINGS + 1
+    things_only = build_model(small_model_cfg(panoptic=True)).semantic_head
+    painted = things_only.targets(
+        [s.gt_instances for s in data['data_samples']], (8, 10))
+    assert painted[0, 1, 1] == 2 and painted[0, 6, 8] == NUM_THINGS
+    losses = compute_losses(model, [spec])
+    assert set(losses) == EXPECTED_LOSSES
+    assert torch.isfinite(losses['loss_aux_semantic'])

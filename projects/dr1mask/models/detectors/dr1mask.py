@@ -149,7 +149,7 @@ class DR1Mask(SingleStageDetector):
             if self.semantic_head is not None:
                 _add_losses(
                     losses,
-                    self.semantic_head.loss(feats.fpn[0], gt_instances))
+                    self.semantic_head.loss(feats.fpn[0], batch_data_samples))
         return losses
 
     def predict(self,
