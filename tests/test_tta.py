@@ -296,3 +296,11 @@ def test_test_py_with_tta_evaluates(toy_root, tmp_path):
     assert result.returncode == 0, output[-5000:]
     assert 'coco_panoptic/PQ:' in output and 'coco/segm_mAP:' in output
     assert re.search(r'panoptic_semantic/mIoU: \d', output)
+
+
+def test_the_separate_branch_baseline_is_refused_with_a_reason():
+    from mmdet.registry import MODELS
+    cfg = load_config(
+        REPO / 'configs/baselines/separate-branch_r18_fpn_toy-panoptic.py')
+    with pytest.raises(ValueError, match='test it without --tta'):
+        MODELS.build(dict(cfg.tta_model, module=cfg.model))

@@ -57,6 +57,10 @@ class DR1MaskTTAModel(BaseTTAModel):
                  tta_cfg: OptConfigType = None,
                  data_preprocessor: OptConfigType = None) -> None:
         super().__init__(module=module, data_preprocessor=data_preprocessor)
+        if self.module.with_panoptic and self.module.panoptic_head is None:
+            raise ValueError(
+                f'{type(self.module).__name__} has no unified panoptic layer '
+                'whose logits the views could average: test it without --tta')
         self.tta_cfg = tta_cfg or {}
 
     def test_step(self, data: dict) -> SampleList:
