@@ -220,28 +220,6 @@ def test_thresholds_come_from_test_cfg():
     assert (after.pred_panoptic_seg.sem_seg < INSTANCE_OFFSET).all()
 
 
-def test_uncertain_detections_leave_their_pixels_void():
-    """With void_score_thr, the detections under score_thr claim their
-    pixels for void: the map has void where it had stuff before, and the
-    same instances as with no detection between the two thresholds."""
-    cfg = small_model_cfg(panoptic=True)
-    cfg.test_cfg.panoptic.score_thr = 1.01
-    model = build_model(cfg)
-    stuff_only = predict(model, PREDICT_SPECS[:1])[0]
-    model.test_cfg.panoptic.void_score_thr = 0.0
-    voided = predict(model, PREDICT_SPECS[:1])[0]
-    void = NUM_THINGS + NUM_STUFF
-    before = stuff_only.pred_panoptic_seg.sem_seg
-    after = voided.pred_panoptic_seg.sem_seg
-    assert (after < INSTANCE_OFFSET).all()
-    assert (after == void).sum() > (before == void).sum()
-    changed = after != before
-    assert changed.any() and (after[changed] == void).all()
-
-    model.test_cfg.panoptic.void_score_thr = 1.5
-    with pytest.raises(ValueError, match='void_score_thr=1.5 is above'):
-        predict(model, PREDICT_SPECS[:1])
-
 def test_panoptic_model_needs_vector_embeddings():
     cfg = small_model_cfg(panoptic=True, attention='factored')
     with pytest.raises(ValueError, match="attention='vector'"):

@@ -83,26 +83,6 @@ def test_ids_follow_mmdet_format():
     ]
 
 
-def test_void_instances_claim_their_pixels_for_void():
-    """An uncertain detection's pixels become void, not the stuff around
-    it; the other instances and the stuff keep their ids."""
-    channels = torch.tensor([[0, 0, 2, 2], [1, 1, 3, 3], [1, 1, 3, 3]])
-    results = InstanceData(labels=torch.tensor([1, 0]),
-                           bboxes=torch.tensor([[0., 0, 4, 3]] * 2))
-    logits = one_hot_logits(channels, S + 2)
-    void = T + S
-    plain = segment(logits, results, (3, 4))
-    ids = segment(logits, results, (3, 4),
-                  void_instances=torch.tensor([False, True]))
-    assert torch.equal(ids[:, :2], plain[:, :2])
-    assert torch.equal(ids[0, 2:], plain[0, 2:])
-    assert (ids[1:, 2:] == void).all()
-    # without the second instance its pixels fall to stuff: what the
-    # void instances are for
-    alone = segment(logits[:S + 1], results[:1], (3, 4))
-    assert (alone[1:, 2:] < T + S).all() and (alone[1:, 2:] >= T).all()
-
-
 def test_small_stuff_becomes_void_and_things_stay_in_their_box():
     channels = torch.tensor([[0, 1, 2, 2], [0, 0, 2, 2]])
     results = InstanceData(labels=torch.tensor([1]),

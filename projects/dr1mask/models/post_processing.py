@@ -18,7 +18,7 @@ view's logits are sampled at the output pixels through that view's
 coordinates (:class:`PanopticView`) and averaged before the argmax; one view
 is the plain prediction.
 """
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -198,8 +198,7 @@ def panoptic_segmentation(logits: Tensor,
                           stride: int,
                           mask_overlap: float,
                           stuff_area_limit: int,
-                          suppress_outside_box: bool = True,
-                          void_instances: Optional[Tensor] = None) -> Tensor:
+                          suppress_outside_box: bool = True) -> Tensor:
     """Panoptic ids from the unified panoptic layer's logits.
 
     The logits of the instance channels are sampled over their own boxes and
@@ -226,10 +225,6 @@ def panoptic_segmentation(logits: Tensor,
             ``out_shape``) become void.
         suppress_outside_box (bool): an instance cannot take pixels outside
             its own box.
-        void_instances (Tensor, optional): (n,) bool, instances that take
-            part in the argmax but whose pixels become void: detections too
-            uncertain to report, whose object would otherwise fall to the
-            stuff channels. None: every instance is reported.
 
     Returns:
         Tensor: (H, W) int64 ids in mmdet's format: stuff ``label``,
@@ -249,8 +244,7 @@ def panoptic_segmentation(logits: Tensor,
         num_things_classes=num_things_classes,
         num_stuff_classes=num_stuff_classes,
         stuff_area_limit=stuff_area_limit,
-        suppress_outside_box=suppress_outside_box,
-        void_instances=void_instances)
+        suppress_outside_box=suppress_outside_box)
 
 
 def merged_panoptic_segmentation(views: Sequence[PanopticView],
@@ -260,8 +254,7 @@ def merged_panoptic_segmentation(views: Sequence[PanopticView],
                                  num_things_classes: int,
                                  num_stuff_classes: int,
                                  stuff_area_limit: int,
-                                 suppress_outside_box: bool = True,
-                                 void_instances: Optional[Tensor] = None
+                                 suppress_outside_box: bool = True
                                  ) -> Tensor:
     """Panoptic ids from the logits of one or several views of an image:
     each output pixel's argmax over the views' mean upsampled logits.
@@ -275,8 +268,7 @@ def merged_panoptic_segmentation(views: Sequence[PanopticView],
         keep (Tensor): (n,) bool, the instances that take part (the others
             are duplicates, :func:`unique_instances`).
         num_things_classes, num_stuff_classes, stuff_area_limit,
-            suppress_outside_box, void_instances: as
-            :func:`panoptic_segmentation`'s.
+            suppress_outside_box: as :func:`panoptic_segmentation`'s.
 
     Returns:
         Tensor: (H, W) int64 ids as :func:`panoptic_segmentation`'s; the
@@ -286,8 +278,6 @@ def merged_panoptic_segmentation(views: Sequence[PanopticView],
     void = num_things_classes + num_stuff_classes
     instance_ids = labels + INSTANCE_OFFSET * torch.arange(
         1, len(labels) + 1, device=labels.device)
-    if void_instances is not None:
-        instance_ids[void_instances] = void
     channels = torch.cat([
         torch.arange(num_stuff_classes, device=keep.device),
         num_stuff_classes + keep.nonzero()[:, 0]

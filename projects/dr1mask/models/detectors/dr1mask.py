@@ -57,8 +57,7 @@ class DR1Mask(SingleStageDetector):
         test_cfg (dict): the dense head's (``nms_pre``, ``score_thr``,
             ``nms``, ``max_per_img``, ...), ``mask_thr`` for the instance
             masks and, for panoptic models, ``panoptic=dict(score_thr,
-            mask_overlap, stuff_area_limit)`` and optionally
-            ``void_score_thr`` (see :meth:`predict_panoptic`).
+            mask_overlap, stuff_area_limit)`` (see :meth:`predict_panoptic`).
     """
 
     def __init__(self,
@@ -247,9 +246,7 @@ class DR1Mask(SingleStageDetector):
         (:func:`~.post_processing.panoptic_segmentation`, with
         ``mask_overlap`` and ``stuff_area_limit`` from
         ``test_cfg.panoptic``). The pasted ``instances`` are not read: the
-        layer segments the things itself. With ``void_score_thr``, the
-        detections scoring from it up to ``score_thr`` take part too and
-        leave their pixels void (:meth:`thing_channels`).
+        layer segments the things itself.
 
         Returns:
             list[PixelData]: ``sem_seg`` (1, H, W) int64 panoptic ids in
@@ -261,7 +258,7 @@ class DR1Mask(SingleStageDetector):
         results = []
         for feat, dets, meta in zip(feats.basis, detections,
                                     batch_img_metas):
-            dets, void = self.thing_channels(dets)
+            dets = dets[dets.scores >= cfg.score_thr]
             img_shape = meta['img_shape'][:2]
             ids = panoptic_segmentation(
                 self.panoptic_logits(feat, dets.embeddings, img_shape),
@@ -274,39 +271,9 @@ class DR1Mask(SingleStageDetector):
                 stride=stride,
                 mask_overlap=cfg.mask_overlap,
                 stuff_area_limit=cfg.stuff_area_limit,
-                suppress_outside_box=cfg.get('suppress_outside_box', True),
-                void_instances=void)
+                suppress_outside_box=cfg.get('suppress_outside_box', True))
             results.append(PixelData(sem_seg=ids[None]))
         return results
-
-    def thing_channels(self,
-                       detections: InstanceData) -> Tuple[InstanceData, Tensor]:
-        """The detections that become thing channels of the panoptic layer
-        and which of them leave their pixels void.
-
-        Those scoring at least ``test_cfg.panoptic.score_thr`` are reported.
-        Without a channel, an object's pixels take their best stuff class
-        and swell that segment, where a semantic branch has a "thing" class
-        that becomes void; with ``test_cfg.panoptic.void_score_thr`` (below
-        ``score_thr``), the detections scoring from it up to ``score_thr``
-        claim their pixels in the argmax for void instead.
-
-        Returns:
-            tuple: the detections taking part, in descending score order, and
-            (n,) bool, those whose pixels become void.
-        """
-        cfg = self.test_cfg.panoptic
-        void_score_thr = cfg.get('void_score_thr', None)
-        if void_score_thr is None:
-            void_score_thr = cfg.score_thr
-        if void_score_thr > cfg.score_thr:
-            raise ValueError(
-                f'test_cfg.panoptic.void_score_thr={void_score_thr} is above '
-                f'score_thr={cfg.score_thr}: it is the lower bound of the '
-                'detections whose pixels become void; set it below score_thr '
-                'or to None')
-        detections = detections[detections.scores >= void_score_thr]
-        return detections, detections.scores < cfg.score_thr
 
     def panoptic_logits(self, basis: Tensor, embeddings: Tensor,
                         img_shape: Tuple[int, int]) -> Tensor:

@@ -120,9 +120,9 @@ class DR1MaskTTAModel(BaseTTAModel):
             masks=paste_masks_in_image(probs, kept.bboxes, ori_shape,
                                        cfg.mask_thr))
         if model.with_panoptic:
-            things, void = model.thing_channels(kept)
+            things = kept[kept.scores >= cfg.panoptic.score_thr]
             merged.pred_panoptic_seg = PixelData(
-                sem_seg=self._panoptic(bases, things, void, metas)[None])
+                sem_seg=self._panoptic(bases, things, metas)[None])
         return merged
 
     def _merge_detections(self, views: SampleList) -> InstanceData:
@@ -195,10 +195,9 @@ class DR1MaskTTAModel(BaseTTAModel):
         return probs.flip(-1) if is_flipped(meta) else probs
 
     def _panoptic(self, bases: List[Tensor], things: InstanceData,
-                  void: Tensor, metas: List[dict]) -> Tensor:
+                  metas: List[dict]) -> Tensor:
         """(H, W) panoptic ids at the original size from the views' bases
-        (D, h_v, w_v), the thing channels' detections and which of them
-        leave their pixels void (``DR1Mask.thing_channels``)."""
+        (D, h_v, w_v) and the thing channels' detections."""
         model = self.module
         cfg = model.test_cfg.panoptic
         head = model.panoptic_head
@@ -223,8 +222,7 @@ class DR1MaskTTAModel(BaseTTAModel):
             num_things_classes=head.num_things_classes,
             num_stuff_classes=head.num_stuff_classes,
             stuff_area_limit=cfg.stuff_area_limit,
-            suppress_outside_box=cfg.get('suppress_outside_box', True),
-            void_instances=void)
+            suppress_outside_box=cfg.get('suppress_outside_box', True))
 
 
 def is_flipped(meta: dict) -> bool:
