@@ -83,20 +83,6 @@ def test_config_errors_are_named_before_the_checkpoint_is_read(
     assert message in str(error.value)
 
 
-def test_score_thr_below_void_score_thr_is_refused_up_front(tool):
-    options = ['--cfg-options', 'model.test_cfg.panoptic.void_score_thr=0.25']
-    # the default grid starts at void_score_thr: no error up to the
-    # checkpoint
-    with pytest.raises(FileNotFoundError):
-        tool.main([CONFIG, 'missing.pth', *options])
-    with pytest.raises(ValueError) as error:
-        tool.main([CONFIG, 'missing.pth', '--score-thr', '0.1', '0.3',
-                   *options])
-    message = (f"--score-thr 0.1 is below {CONFIG}'s "
-               'model.test_cfg.panoptic.void_score_thr=0.25')
-    assert message in str(error.value)
-
-
 def test_network_runs_once_for_the_whole_grid(tool, toy, random_checkpoint,
                                               monkeypatch, capsys):
     calls = []

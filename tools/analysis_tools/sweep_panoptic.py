@@ -99,8 +99,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--score-thr', nargs='+', type=float, metavar='THR',
         help='test_cfg.panoptic.score_thr values; None: '
-        f'{" ".join(map(str, SCORE_THRS))} (those from void_score_thr up, '
-        'if the config sets it) and the config\'s')
+        f'{" ".join(map(str, SCORE_THRS))} and the config\'s')
     parser.add_argument(
         '--mask-overlap', nargs='+', type=float, metavar='IOU',
         help='test_cfg.panoptic.mask_overlap values; None: '
@@ -131,9 +130,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def panoptic_test_cfg(cfg: Config, config: str) -> ConfigDict:
-    """``model.test_cfg.panoptic``, or an error naming what is missing:
-    without it the model predicts no panoptic segmentation."""
+def check_panoptic_test_cfg(cfg: Config, config: str) -> None:
+    """An error naming what ``model.test_cfg.panoptic`` lacks: without it
+    the model predicts no panoptic segmentation."""
     panoptic = (cfg.model.get('test_cfg') or {}).get('panoptic')
     if panoptic is None:
         raise ValueError(
@@ -148,7 +147,6 @@ def panoptic_test_cfg(cfg: Config, config: str) -> ConfigDict:
     if missing:
         raise ValueError(f'{config}: model.test_cfg.panoptic has no '
                          f'{", ".join(missing)}: set them in the config')
-    return panoptic
 
 
 def grid(args: argparse.Namespace,
@@ -159,11 +157,8 @@ def grid(args: argparse.Namespace,
     # the dense head's default when the config sets none
     own = Setting(panoptic.score_thr, panoptic.mask_overlap,
                   panoptic.stuff_area_limit, test_cfg.get('score_thr', 0.0))
-    # DR1Mask.thing_channels refuses a score_thr below void_score_thr
-    floor = panoptic.get('void_score_thr') or 0
     axes = [
-        args.score_thr or sorted({t for t in SCORE_THRS if t >= floor}
-                                 | {own.score_thr}),
+        args.score_thr or sorted({*SCORE_THRS, own.score_thr}),
         args.mask_overlap or sorted({*MASK_OVERLAPS, own.mask_overlap}),
         args.stuff_area_limit or sorted(
             {round(f * own.stuff_area_limit) for f in STUFF_AREA_FACTORS}),
@@ -179,23 +174,6 @@ def grid(args: argparse.Namespace,
     if own not in settings:
         settings.append(own)
     return settings, own
-
-
-def check_void_score_thr(settings: List[Setting], panoptic: ConfigDict,
-                         config: str) -> None:
-    """Refuse, before the network runs, a panoptic score threshold that
-    ``DR1Mask.thing_channels`` would refuse after it: below
-    ``void_score_thr``."""
-    void_score_thr = panoptic.get('void_score_thr')
-    if void_score_thr is None:
-        return
-    low = min(s.score_thr for s in settings)
-    if low < void_score_thr:
-        raise ValueError(
-            f'--score-thr {low} is below {config}\'s '
-            f'model.test_cfg.panoptic.void_score_thr={void_score_thr}: give '
-            'values from it up, or unset it with --cfg-options '
-            'model.test_cfg.panoptic.void_score_thr=None')
 
 
 def build_model(cfg: Config, config: str) -> DR1Mask:
@@ -321,7 +299,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
-    panoptic = panoptic_test_cfg(cfg, args.config)
+    check_panoptic_test_cfg(cfg, args.config)
     # the metric's PQ table at every setting would bury the sweep's
     MMLogger.get_instance('sweep_panoptic', log_level='WARNING')
     init_default_scope(cfg.get('default_scope', 'mmdet'))
@@ -330,7 +308,6 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     model = build_model(cfg, args.config)
     metric = panoptic_metric(cfg, args.config)
     settings, own = grid(args, cfg.model.test_cfg)
-    check_void_score_thr(settings, panoptic, args.config)
     load_checkpoint(model, args.checkpoint, map_location='cpu')
     model = model.to(get_device()).eval()
     loader = Runner.build_dataloader(cfg.test_dataloader)
