@@ -53,6 +53,7 @@ def claimed(name: str) -> dict:
     pad = re.search(r'_pad-(\d+)_', name)
     attention = re.search(r'_attn-(vector|full|factored)_', name)
     context = re.search(r'_context-(fpn|cls-tower)_', name)
+    stuff_lr = re.search(r'_stuff-lr(\d+)_', name)
     # 64 for panoptic results (Table 6) and the COCO heads on toy images,
     # 32 for instances, the toy model and every ablation (1x panoptic runs:
     # Tables 2, 5, 7)
@@ -71,7 +72,9 @@ def claimed(name: str) -> dict:
         # Table 5: padding to 32 or 128 goes with plain upsampling
         aligned=not pad,
         context_source=context.group(1).replace('-', '_')
-        if context else 'box_tower')
+        if context else 'box_tower',
+        # the stuff columns' learning rate multiplier
+        stuff_lr_mult=float(stuff_lr.group(1)) if stuff_lr else 1.0)
 
 
 @pytest.mark.parametrize('path', DR1MASK_PATHS,
@@ -94,6 +97,10 @@ def test_config_builds_the_model_its_name_claims(path):
     assert model.basis.get('aligned', True) == claims['aligned']
     assert model.bbox_head.get('context_source', 'box_tower') \
         == claims['context_source']
+    custom_keys = cfg.optim_wrapper.get('paramwise_cfg',
+                                        {}).get('custom_keys', {})
+    assert custom_keys.get('panoptic_head', {}).get('lr_mult', 1.0) \
+        == claims['stuff_lr_mult']
     backbone = re.match(r'dr1mask_([A-Za-z0-9.-]+?)(-dcn)?_fpn', path.name)
     depth = re.fullmatch(r'r(\d+)', backbone.group(1))
     if depth:
@@ -123,3 +130,23 @@ def test_test_dev_configs_write_the_submission_of_their_model(path):
     assert evaluator.ann_file.endswith('image_info_test-dev2017.json')
     assert evaluator.type == ('CocoPanopticMetric' if 'panoptic' in path.name
                               else 'CocoMetric')
+
+
+def test_stuff_lr_configs_speed_up_the_stuff_columns_alone():
+    """The optimizer mmengine builds from a `_stuff-lr10_` config gives the
+    stuff columns 10 x the learning rate and every other parameter the
+    base one."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = load_config('dr1mask_r18_fpn_stuff-lr10_coco-heads_toy-panoptic.py')
+    model = build_model(cfg.model)
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    names = {id(p): n for n, p in model.named_parameters()}
+    base = cfg.optim_wrapper.optimizer.lr
+    fast = set()
+    for group in optimizer.param_groups:
+        for param in group['params']:
+            if group['lr'] != base:
+                assert group['lr'] == pytest.approx(10 * base)
+                fast.add(names[id(param)])
+    assert fast == {'panoptic_head.stuff_conv.weight',
+                    'panoptic_head.stuff_conv.bias'}
