@@ -64,36 +64,3 @@ def test_logits_are_w_transpose_f():
     torch.testing.assert_close(logits[S:],
                                torch.einsum('nd,dhw->nhw', thing_weights,
                                             basis))
-
-
-def test_detached_thing_weights_keep_the_loss_off_the_embeddings():
-    """The same loss either way; only the paper's joint training sends its
-    gradient into the embeddings."""
-    from mmengine.structures import PixelData
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    masks = torch.zeros(1, 4, 4, dtype=torch.uint8)
-    masks[0, :2, :2] = 1
-    sample = DetDataSample()
-    sample.gt_instances = InstanceData(
-        labels=torch.tensor([0]), masks=BitmapMasks(masks.numpy(), 4, 4))
-    sem_seg = torch.full((1, 4, 4), T)
-    sem_seg[0, :2, :2] = 0
-    sample.gt_sem_seg = PixelData(sem_seg=sem_seg)
-    basis = torch.randn(1, D, 4, 4)
-    losses, grads = [], []
-    for detach in (False, True):
-        panoptic = UnifiedPanopticLayer(T, S, D, basis_stride=1,
-                                        detach_thing_weights=detach)
-        torch.manual_seed(0)
-        panoptic.init_weights()
-        embeddings = torch.randn(2, D, requires_grad=True)
-        info = InstanceData(embeddings=embeddings,
-                            pos_assigned_gt_inds=torch.tensor([0, 0]))
-        loss = panoptic.loss(basis, [info], [sample])['loss_panoptic']
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append(embeddings.grad)
-    torch.testing.assert_close(losses[0], losses[1])
-    assert grads[0] is not None and grads[0].abs().sum() > 0
-    assert grads[1] is None

@@ -42,10 +42,6 @@ class UnifiedPanopticLayer(BaseModule):
         basis_stride (int): input pixels per location of F; the detector
             passes the basis' own.
         loss_weight (float): weight of the per-pixel cross entropy.
-        detach_thing_weights (bool): the loss does not reach the embeddings
-            through the thing columns (they still learn from the instance
-            masks), so the panoptic loss does not pull on the box tower that
-            emits them. False is the paper's joint training.
     """
 
     def __init__(self,
@@ -54,7 +50,6 @@ class UnifiedPanopticLayer(BaseModule):
                  basis_channels: int,
                  basis_stride: int,
                  loss_weight: float = 1.0,
-                 detach_thing_weights: bool = False,
                  init_cfg=dict(type='Normal', layer='Conv2d', std=0.01)
                  ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -63,7 +58,6 @@ class UnifiedPanopticLayer(BaseModule):
         self.basis_channels = basis_channels
         self.basis_stride = basis_stride
         self.loss_weight = loss_weight
-        self.detach_thing_weights = detach_thing_weights
         self.stuff_conv = nn.Conv2d(basis_channels, num_stuff_classes, 1)
 
     def logits(self, basis: Tensor, thing_weights: Tensor) -> Tensor:
@@ -136,8 +130,6 @@ class UnifiedPanopticLayer(BaseModule):
                                       batch_data_samples):
             gt = sample.gt_instances
             means, has_positive = self.mean_embeddings(info, len(gt))
-            if self.detach_thing_weights:
-                means = means.detach()
             masks = gt.masks.to_tensor(torch.bool, basis.device)
             target = self.targets(sample.gt_sem_seg.sem_seg[0].to(basis.device),
                                   masks, has_positive)
