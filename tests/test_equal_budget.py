@@ -143,3 +143,27 @@ def test_coco_heads_selects_the_coco_panoptic_pair(tool, capsys):
         tool.parse_args(['--coco-heads', '--models', 'condinst'])
     assert "--models ['condinst'] have no --coco-heads variant" in \
         capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_separate_branch_trains_and_reports_panoptic_and_instance_rows(
+        tmp_path):
+    """The same-detector baseline trains two iterations through
+    tools/train.py and its checkpoint gives the panoptic and the instance
+    metrics through tools/test.py, as rows of the tool's JSON."""
+    generate_toy(tmp_path, num_train=4, num_val=2)
+    out = tmp_path / 'eb.json'
+    result = subprocess.run([
+        sys.executable, str(TOOL), '--models', 'separate-branch', '--iters',
+        '2', '--seeds', '0', '--work-dir', 'eb', '--out', str(out),
+        '--cfg-options', 'train_dataloader.batch_size=2'
+    ], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    [row] = json.loads(out.read_text())
+    assert (row['model'], row['seed'], row['iter']) == ('separate-branch', 0,
+                                                        2)
+    assert set(row) == {
+        'model', 'seed', 'iter', 'train_time_s', 'threads', 'PQ', 'PQ_th',
+        'PQ_st', 'bbox_AP', 'segm_AP', 'bbox_AP_s', 'bbox_AP_m', 'bbox_AP_l'
+    }
+    assert 0 <= row['PQ'] <= 100 and row['train_time_s'] > 0
