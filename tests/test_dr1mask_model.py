@@ -4,8 +4,8 @@ import torch
 
 from mmdet.evaluation.functional import INSTANCE_OFFSET
 
-from conftest import (NUM_STUFF, NUM_THINGS, build_model, make_sample,
-                      preprocess, small_model_cfg)
+from conftest import (CONFIGS, NUM_STUFF, NUM_THINGS, build_model,
+                      load_config, make_sample, preprocess, small_model_cfg)
 
 MANY_BOXES = [[4, 4, 40, 30], [20, 10, 60, 62], [50, 36, 90, 70],
               [0, 0, 96, 80], [70, 2, 94, 20]]
@@ -342,3 +342,17 @@ def test_aux_semantic_head_with_stuff_reads_the_panoptic_ground_truth():
     losses = compute_losses(model, [spec])
     assert set(losses) == EXPECTED_LOSSES
     assert torch.isfinite(losses['loss_aux_semantic'])
+
+
+def test_separate_branch_baseline_names_what_it_needs():
+    from mmdet.registry import MODELS
+    cfg = load_config(CONFIGS.parent /
+                      'baselines/separate-branch_r18_fpn_toy-panoptic.py')
+    unified = cfg.model.copy()
+    unified.panoptic_head = dict(type='UnifiedPanopticLayer')
+    with pytest.raises(ValueError, match='model.panoptic_head=None'):
+        MODELS.build(unified)
+    no_thresholds = cfg.model.copy()
+    no_thresholds.test_cfg = dict(no_thresholds.test_cfg, panoptic=None)
+    with pytest.raises(ValueError, match='model.test_cfg.panoptic='):
+        MODELS.build(no_thresholds)

@@ -46,6 +46,11 @@ class DR1MaskSeparateBranch(DR1Mask):
                 'DR1MaskSeparateBranch segments stuff with its seg_head '
                 'instead of the unified panoptic layer: set '
                 'model.panoptic_head=None')
+        if test_cfg.get('panoptic') is None:
+            raise ValueError(
+                'DR1MaskSeparateBranch fuses the detections scoring at least '
+                'test_cfg.panoptic.score_thr: set model.test_cfg.panoptic='
+                'dict(score_thr, mask_overlap, stuff_area_limit)')
         super().__init__(test_cfg=test_cfg, **kwargs)
         self.seg_head = MODELS.build(seg_head)
         self.panoptic_fusion_head = MODELS.build(
