@@ -224,15 +224,6 @@ def panoptic_metric(cfg: Config, config: str) -> dict:
     return panoptic[0]
 
 
-def to_device(feats: DR1MaskFeatures,
-              device: torch.device) -> DR1MaskFeatures:
-    """``feats`` with every tensor on ``device``."""
-    return DR1MaskFeatures(*[
-        [t.to(device) for t in field] if isinstance(field, (list, tuple))
-        else field.to(device) for field in feats
-    ])
-
-
 @torch.no_grad()
 def run_network(model: DR1Mask, loader: torch.utils.data.DataLoader) -> \
         List[Kept]:
@@ -243,7 +234,8 @@ def run_network(model: DR1Mask, loader: torch.utils.data.DataLoader) -> \
     kept = []
     for batch in loader:
         data = model.data_preprocessor(batch, False)
-        kept.append((to_device(model._forward(data['inputs']), CPU),
+        kept.append((model._forward(data['inputs']).map(
+            lambda t: t.to(CPU)),
                      [sample.metainfo for sample in data['data_samples']]))
     return kept
 
@@ -262,7 +254,7 @@ def evaluate(model: DR1Mask, kept: List[Kept], evaluator: Evaluator,
     for feats, metas in kept:
         evaluator.process(
             model.predict_by_feat(
-                to_device(feats, device),
+                feats.map(lambda t: t.to(device)),
                 [DetDataSample(metainfo=meta) for meta in metas]))
     metrics = evaluator.evaluate(size)
     prefix = evaluator.metrics[0].prefix

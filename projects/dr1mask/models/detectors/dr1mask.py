@@ -7,7 +7,7 @@ unified panoptic layer. The learnt parts are modules; from their outputs to
 masks and panoptic ids is :mod:`.post_processing`, with the thresholds of
 ``test_cfg``.
 """
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 from mmengine.structures import InstanceData, PixelData
@@ -37,6 +37,14 @@ class DR1MaskFeatures(NamedTuple):
     box_feats: List[Tensor]
     contexts: List[Tensor]
     basis: Tensor
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> 'DR1MaskFeatures':
+        """The same fields with ``fn`` applied to every tensor (a dtype or
+        device change)."""
+        return DR1MaskFeatures(*[
+            [fn(t) for t in field] if isinstance(field, (list, tuple))
+            else fn(field) for field in self
+        ])
 
 
 @MODELS.register_module()
@@ -133,7 +141,7 @@ class DR1Mask(SingleStageDetector):
         # precision; the losses, and the mask and panoptic logits they are
         # computed on, are computed in fp32 from its outputs.
         with torch.autocast(batch_inputs.device.type, enabled=False):
-            feats = _fp32(feats)
+            feats = feats.map(Tensor.float)
             losses = self.bbox_head.loss_by_feat(
                 feats.cls_scores, feats.bbox_preds, feats.centernesses,
                 feats.box_feats, gt_instances, img_metas)
@@ -285,14 +293,6 @@ class DR1Mask(SingleStageDetector):
         return self.panoptic_head.logits(
             basis[:, :-(-img_shape[0] // stride),
                   :-(-img_shape[1] // stride)], embeddings)
-
-
-def _fp32(feats: DR1MaskFeatures) -> DR1MaskFeatures:
-    """``feats`` with every tensor in float32."""
-    return DR1MaskFeatures(*[
-        [t.float() for t in field] if isinstance(field, (list, tuple))
-        else field.float() for field in feats
-    ])
 
 
 def _add_losses(losses: dict, new: dict) -> None:
