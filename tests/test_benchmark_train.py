@@ -91,4 +91,4 @@ def test_quickest_run_writes_a_row_per_model(tmp_path):
     assert rows[0]['things'] == rows[1]['things']
     assert rows[0]['stuff'] == rows[1]['stuff']
     assert result.stdout == table.read_text()
-    assert 'pan / Panoptic-FPN time (<= 0.60) | n/a' in result.stdout
+    assert 'pan / Panoptic-FPN time (<= 1.00) | n/a' in result.stdout

