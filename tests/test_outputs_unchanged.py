@@ -1,6 +1,9 @@
 """The model's outputs are held against a reference: same boxes, scores,
 labels, masks and panoptic ids, on the same inputs and weights, so a change
-meant to keep them (a refactoring, a faster computation) is shown to.
+meant to keep them (a refactoring, a faster computation) is shown to. So are
+its training losses and their gradients (``losses_reference.npz``, first
+written at commit 931ad8b, before the training targets were computed at the
+strides they are read at).
 
 ``tests/data/outputs_reference.npz`` was first written at commit 9388d20, by
 :func:`outputs` below with that commit's names for the same settings, and
@@ -10,6 +13,7 @@ crop moved onto the basis' grid (``InstancePredictionModule.crop``): the
 panoptic model's instance masks changed by design, nothing else did. A
 change meant to alter outputs rewrites it in the same commit and says so.
 """
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from conftest import (build_model, make_sample, preprocess, seeded_weights,
                       small_model_cfg)
 
 REFERENCE = Path(__file__).parent / 'data' / 'outputs_reference.npz'
+LOSSES_REFERENCE = Path(__file__).parent / 'data' / 'losses_reference.npz'
 SPECS = [
     dict(img_hw=(70, 90), boxes=[[4, 4, 40, 30], [20, 10, 60, 62]],
          labels=[0, 1], scale=0.5),
@@ -53,6 +58,42 @@ def outputs(name: str) -> dict:
     return arrays
 
 
+def losses(name: str) -> dict:
+    """Every training loss of one small model on SPECS (two overlapping
+    instances, images that are no multiple of the strides), and the squared
+    norm of the gradient of their sum on each of the model's parts."""
+    cfg = small_model_cfg(**MODELS[name])
+    model = build_model(cfg).train()
+    seeded_weights(model)
+    images, samples = zip(*[make_sample(**spec) for spec in SPECS])
+    data = preprocess(model, list(images), list(samples), training=True)
+    values = model.loss(data['inputs'], data['data_samples'])
+    loss, _ = model.parse_losses(values)
+    loss.backward()
+    arrays = {f'{name}/{key}': value.detach().numpy()
+              for key, value in values.items()}
+    for part, module in model.named_children():
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if grads:
+            arrays[f'{name}/grad/{part}'] = np.array(
+                sum(g.double().square().sum() for g in grads).item())
+    return arrays
+
+
+@pytest.mark.parametrize('name', list(MODELS))
+def test_losses_and_gradients_equal_the_reference(name):
+    reference = np.load(LOSSES_REFERENCE)
+    new = losses(name)
+    assert set(new) == {k for k in reference.files if k.startswith(name)}
+    for key, value in new.items():
+        np.testing.assert_allclose(value, reference[key], rtol=1e-5,
+                                   err_msg=key)
+    # Every loss of the model, and gradients through its heads.
+    assert f'{name}/loss_mask' in new and f'{name}/grad/basis' in new
+    assert new[f'{name}/grad/mask_head'] > 0 if name == 'instance' \
+        else new[f'{name}/grad/panoptic_head'] > 0
+
+
 @pytest.mark.parametrize('name', list(MODELS))
 def test_outputs_equal_those_before_the_restructuring(name):
     reference = np.load(REFERENCE)
@@ -73,7 +114,12 @@ def test_outputs_equal_those_before_the_restructuring(name):
 
 
 if __name__ == '__main__':
-    np.savez_compressed(REFERENCE, **{
+    # `python tests/test_outputs_unchanged.py outputs|losses` rewrites that
+    # reference: only for a change meant to alter it.
+    which = sys.argv[1:] == ['losses']
+    torch.manual_seed(0)
+    np.savez_compressed((REFERENCE, LOSSES_REFERENCE)[which], **{
         key: value
-        for name in MODELS for key, value in outputs(name).items()
+        for name in MODELS
+        for key, value in (outputs, losses)[which](name).items()
     })
