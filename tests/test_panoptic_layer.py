@@ -1,4 +1,5 @@
 """The unified panoptic layer on small handmade examples."""
+import numpy as np
 import torch
 from mmengine.structures import InstanceData
 
@@ -64,3 +65,31 @@ def test_logits_are_w_transpose_f():
     torch.testing.assert_close(logits[S:],
                                torch.einsum('nd,dhw->nhw', thing_weights,
                                             basis))
+
+
+def test_targets_read_bitmaps_in_place_and_polygons_alike():
+    """The loss hands `targets` a view of the bitmap's uint8 array; it reads
+    only the strided pixels, and gives what the bool copy, and the same
+    shapes as polygons, give."""
+    from mmdet.structures.mask import BitmapMasks, PolygonMasks
+    from projects.dr1mask.models.gt_masks import mask_tensor
+    h, w = 13, 18  # no multiple of the stride
+    boxes = [(1, 2, 9, 11), (6, 0, 17, 7)]  # overlapping
+    polygons = PolygonMasks(
+        [[np.array([x1, y1, x2, y1, x2, y2, x1, y2], float)]
+         for x1, y1, x2, y2 in boxes], h, w)
+    bitmaps = BitmapMasks(polygons.to_ndarray().astype(np.uint8), h, w)
+    sem_seg = torch.full((h, w), T + 1)
+    has_positive = torch.tensor([True, True])
+    panoptic = layer(basis_stride=4)
+    view = mask_tensor(bitmaps)
+    assert view.dtype == torch.uint8
+    assert view.data_ptr() == torch.from_numpy(bitmaps.masks).data_ptr()
+    expected = panoptic.targets(sem_seg, bitmaps.to_tensor(torch.bool, 'cpu'),
+                                has_positive)
+    assert expected.shape == (4, 5) and (expected >= S).sum() > 2
+    assert torch.equal(panoptic.targets(sem_seg, view, has_positive),
+                       expected)
+    assert torch.equal(
+        panoptic.targets(sem_seg, mask_tensor(polygons), has_positive),
+        expected)

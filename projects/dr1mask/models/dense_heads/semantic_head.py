@@ -17,6 +17,7 @@ from mmdet.structures import SampleList
 from mmdet.utils import ConfigType, InstanceList
 
 from ..constants import IGNORE_INDEX
+from ..gt_masks import mask_tensor
 
 
 @MODELS.register_module()
@@ -85,20 +86,21 @@ class AuxSemanticHead(BaseModule):
         h, w = size
         out = []
         for gt in batch_gt_instances:
-            masks = gt.masks.to_tensor(torch.bool, gt.labels.device)
-            full = torch.full((h * self.stride, w * self.stride), IGNORE_INDEX,
-                              dtype=torch.long, device=gt.labels.device)
-            mask_h = min(gt.masks.height, h * self.stride)
-            mask_w = min(gt.masks.width, w * self.stride)
-            painted = torch.full_like(full[:mask_h, :mask_w],
+            device = gt.labels.device
+            # Location j reads pixel stride * j; beyond the masks, ignored.
+            masks = mask_tensor(gt.masks)[:, ::self.stride, ::self.stride]
+            masks = masks[:, :h, :w].to(device, torch.bool)
+            target = torch.full((h, w), IGNORE_INDEX, dtype=torch.long,
+                                device=device)
+            mask_h, mask_w = masks.shape[-2:]
+            painted = torch.full_like(target[:mask_h, :mask_w],
                                       self.num_things_classes)
             if len(masks):
                 # Where masks overlap the larger label wins: only a tie-break.
-                labels = (masks[:, :mask_h, :mask_w] *
-                          (gt.labels + 1)[:, None, None]).amax(0)
+                labels = (masks * (gt.labels + 1)[:, None, None]).amax(0)
                 painted = torch.where(labels > 0, labels - 1, painted)
-            full[:mask_h, :mask_w] = painted
-            out.append(full[::self.stride, ::self.stride])
+            target[:mask_h, :mask_w] = painted
+            out.append(target)
         return torch.stack(out)
 
     def panoptic_targets(self, batch_data_samples: SampleList,

@@ -193,11 +193,15 @@ class InstancePredictionModule(BaseModule):
             gt_inds = info.pos_assigned_gt_inds
             boxes.append(gt.bboxes[gt_inds])
             embeddings.append(info.embeddings)
+            # A target depends on the GT alone: each GT with positives is
+            # cropped once, not once per positive (mmdet's crop_and_resize
+            # holds a full-size float copy of every mask it crops).
+            used, positive_gt = torch.unique(gt_inds, return_inverse=True)
             targets.append(
                 gt.masks.crop_and_resize(
-                    gt.bboxes[gt_inds], (self.mask_size, ) * 2,
-                    gt_inds.cpu().numpy(), device=basis.device).to_tensor(
-                        dtype=basis.dtype, device=basis.device))
+                    gt.bboxes[used], (self.mask_size, ) * 2,
+                    used.cpu().numpy(), device=basis.device).to_tensor(
+                        dtype=basis.dtype, device=basis.device)[positive_gt])
             weights.append(info.centerness_targets)
         weights = torch.cat(weights)
         # Every rank takes part in the all-reduce, with or without positives,

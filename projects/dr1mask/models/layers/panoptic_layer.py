@@ -22,6 +22,7 @@ from mmdet.structures import SampleList
 from mmdet.utils import InstanceList, reduce_mean
 
 from ..constants import IGNORE_INDEX
+from ..gt_masks import mask_tensor
 
 
 @MODELS.register_module()
@@ -94,18 +95,25 @@ class UnifiedPanopticLayer(BaseModule):
                 has_positive: Tensor) -> Tensor:
         """Channel index of every pixel of one image at the basis stride.
 
+        Location j is pixel ``basis_stride * j``; only those pixels of
+        ``sem_seg`` and ``masks`` are read (strided views, so the
+        full-resolution maps are never copied).
+
         Args:
             sem_seg (Tensor): (H, W) things 0..T-1, stuff T..T+S-1, 255
                 ignored (void), at the padded input size.
-            masks (Tensor): (n, H', W') bool GT instance masks.
+            masks (Tensor): (n, H', W') GT instance masks, nonzero inside,
+                on any device.
             has_positive (Tensor): (n,) bool.
 
         Returns:
-            Tensor: (h, w) long: stuff ``c`` is channel ``c - T``, instance
-            ``j`` with a positive is channel ``S + (its rank among those)``;
-            void, crowd (thing pixels of no instance) and instances with no
-            positive are 255.
+            Tensor: (ceil(H / s), ceil(W / s)) long: stuff ``c`` is channel
+            ``c - T``, instance ``j`` with a positive is channel ``S + (its
+            rank among those)``; void, crowd (thing pixels of no instance)
+            and instances with no positive are 255.
         """
+        stride = self.basis_stride
+        sem_seg = sem_seg[::stride, ::stride]
         target = torch.full_like(sem_seg, IGNORE_INDEX, dtype=torch.long)
         num_things = self.num_things_classes
         is_stuff = (sem_seg >= num_things) & (sem_seg != IGNORE_INDEX)
@@ -115,12 +123,14 @@ class UnifiedPanopticLayer(BaseModule):
             self.num_stuff_classes + has_positive.cumsum(0) - 1,
             IGNORE_INDEX)
         if len(masks):
+            masks = masks[:, ::stride, ::stride].to(sem_seg.device,
+                                                    torch.bool)
             mask_h, mask_w = masks.shape[-2:]
             covered = masks.any(0)
             instance = masks.to(torch.uint8).argmax(0)
             region = target[:mask_h, :mask_w]
             region[covered] = channel[instance[covered]]
-        return target[::self.basis_stride, ::self.basis_stride]
+        return target
 
     def loss(self, basis: Tensor, positive_infos: InstanceList,
              batch_data_samples: SampleList) -> dict:
@@ -130,9 +140,9 @@ class UnifiedPanopticLayer(BaseModule):
                                       batch_data_samples):
             gt = sample.gt_instances
             means, has_positive = self.mean_embeddings(info, len(gt))
-            masks = gt.masks.to_tensor(torch.bool, basis.device)
-            target = self.targets(sample.gt_sem_seg.sem_seg[0].to(basis.device),
-                                  masks, has_positive)
+            target = self.targets(
+                sample.gt_sem_seg.sem_seg[0].to(basis.device),
+                mask_tensor(gt.masks), has_positive)
             target = target[:feat.size(1), :feat.size(2)]
             logits = self.logits(feat[:, :target.size(0), :target.size(1)],
                                  means[has_positive])
