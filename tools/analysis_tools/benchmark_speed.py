@@ -67,6 +67,20 @@ traced one, is also the warm-up):
   call itself touches (activations and outputs; the weights and the input
   are already resident).
 
+``--checkpoint`` times a trained DR1Mask instead (``--config``, by default
+the quickstart's, ``configs/dr1mask/dr1mask_r18_fpn_toy-panoptic.py``):
+with random weights nearly every pixel is a stuff boundary and the
+detections are random boxes, so the panoptic layer's post-processing works
+harder than on real predictions. The rows ``dr1mask_panoptic`` and
+``dr1mask_instance`` are then the checkpoint's model and the same model
+without its panoptic layer, on a real image (``--image``, by default the
+first of the config's test set) resized to each ``--sizes`` (default
+256x256 and 512x512). Only the number of detections is forced: the dense
+head's ``score_thr`` and the panoptic ``score_thr`` go to 0 and
+``max_per_img`` to N, NMS is the config's, and the count is checked as
+above. Its ratio ``pan / inst`` is the panoptic layer's cost on realistic
+boundaries and boxes.
+
 ``--onnxruntime`` also times both DR1Mask models with their dense network
 in ONNX Runtime (``DR1MaskORT``, as many intra-op threads as ``--threads``)
 and the same PyTorch post-processing, in the same rounds: rows
@@ -114,11 +128,17 @@ Usage::
     .venv/bin/python tools/analysis_tools/benchmark_speed.py --quick \\
         --threads 1 --batch-sizes 1 4 --out work_dirs/benchmark/quick.json
 
+    # the quickstart's trained model, with and without its panoptic layer
+    .venv/bin/python tools/analysis_tools/benchmark_speed.py --threads 1 \
+        --checkpoint work_dirs/quickstart/iter_800.pth \
+        --out work_dirs/benchmark/trained.json
+
     # where the time of a stage (or of a whole model) goes
     .venv/bin/python tools/analysis_tools/benchmark_speed.py --quick \\
         --profile instance_module panoptic_layer panoptic_fpn
 """
 import argparse
+import copy
 import functools
 import gc
 import json
@@ -128,17 +148,22 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import torch
 import torch.nn as nn
 from benchmark_common import CONFIGS, TITLES, ProcessMemory
 from benchmark_common import build_model as build_seeded_model
 from benchmark_common import load_config, parse_size, ratio_cell, write_text
 from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.config import Config
 from mmengine.logging import MMLogger
+from mmengine.runner import load_checkpoint
 from mmengine.structures import BaseDataElement
 from torch import Tensor
 
+import projects.dr1mask.engine.safe_checkpoints  # noqa: F401  weights_only
 from mmdet.models.detectors import MaskFormer
+from mmdet.registry import DATASETS, MODELS
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.utils import register_all_modules
 from projects.dr1mask import DR1MaskORT
@@ -187,6 +212,8 @@ QUERY_LOGIT = 5.0
 # would give degenerate boxes (cheaper to paste where pasting is per box).
 BOX_HALF_SIZE = 4.0
 QUICK = dict(sizes=[(512, 512)], detections=[50], rounds=3)
+TRAINED = dict(sizes=[(256, 256), (512, 512)])
+QUICKSTART_CONFIG = 'configs/dr1mask/dr1mask_r18_fpn_toy-panoptic.py'
 FULL = dict(sizes=[(800, 1216), (512, 512)], detections=[10, 50, 100],
             rounds=5)
 
@@ -221,9 +248,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[],
                         help='also measure the images per second of every '
                         'model at these batch sizes (e.g. 1 4)')
+    parser.add_argument('--checkpoint',
+                        help='time this trained DR1Mask (panoptic) with '
+                        'and without its panoptic layer, on a real image')
+    parser.add_argument('--config', default=QUICKSTART_CONFIG,
+                        help="the checkpoint's config (default: the "
+                        "quickstart's)")
+    parser.add_argument('--image',
+                        help='the image of --checkpoint (default: the first '
+                        "of the config's test set)")
     parser.add_argument('--out', help='write every row to this JSON file')
     parser.add_argument('--markdown', help='write the tables to this file')
     args = parser.parse_args(argv)
+    if args.checkpoint:
+        args.models = [m for m in args.models if m in STAGED]
+        if not args.models:
+            parser.error(f'--checkpoint times {" and ".join(STAGED)} only')
+        for key, value in TRAINED.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if args.onnxruntime:
+            parser.error('--onnxruntime times random weights only, not '
+                         '--checkpoint')
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -253,6 +299,40 @@ def force_detections(model: nn.Module, n: int) -> None:
             model.bbox_head.conv_reg.bias.fill_(BOX_HALF_SIZE)
     if getattr(model, 'with_panoptic', False):
         model.test_cfg.panoptic.score_thr = 0.0
+
+
+def force_count(model: nn.Module, n: int) -> None:
+    """Make a trained DR1Mask keep its ``n`` best detections after its own
+    NMS, all of them in the panoptic map (``--checkpoint``)."""
+    model.test_cfg.score_thr = 0.0
+    model.test_cfg.max_per_img = n
+    if model.with_panoptic:
+        model.test_cfg.panoptic.score_thr = 0.0
+
+
+def trained_models(config: str, checkpoint: str, device: torch.device
+                   ) -> Dict[str, nn.Module]:
+    """``dr1mask_panoptic``: the model of ``config`` with the weights of
+    ``checkpoint``; ``dr1mask_instance``: the same without its panoptic
+    layer. In eval mode."""
+    cfg = Config.fromfile(config)
+    model = MODELS.build(cfg.model)
+    if not getattr(model, 'with_panoptic', False):
+        raise SystemExit(f'--checkpoint compares a panoptic DR1Mask with '
+                         f'and without its panoptic layer, but {config} '
+                         'has no model.panoptic_head')
+    load_checkpoint(model, checkpoint, map_location='cpu')
+    model = model.to(device).eval()
+    instance = copy.deepcopy(model)
+    instance.panoptic_head = None
+    return dict(dr1mask_panoptic=model, dr1mask_instance=instance)
+
+
+def first_test_image(config: str) -> str:
+    """The path of the first image of ``config``'s test set."""
+    cfg = Config.fromfile(config)
+    dataset = DATASETS.build(dict(cfg.test_dataloader.dataset, pipeline=[]))
+    return dataset.get_data_info(0)['img_path']
 
 
 def query_scores(mask_cls: Tensor, num_classes: int) -> Tensor:
@@ -330,15 +410,21 @@ def watch_detections(model: nn.Module) -> Callable[[], List[int]]:
     return lambda: list(kept)
 
 
-def make_inputs(model: nn.Module, size: Tuple[int, int], batch: int = 1
-                ) -> Tuple[Tensor, SampleList]:
-    """The model's own preprocessing of ``batch`` copies of one random
-    image of ``size``, which is also its original size (copies: every
-    image of a batch then has the same forced detections)."""
+def make_inputs(model: nn.Module, size: Tuple[int, int], batch: int = 1,
+                image: Optional[Tensor] = None) -> Tuple[Tensor, SampleList]:
+    """The model's own preprocessing of ``batch`` copies of one image of
+    ``size``, which is also its original size (copies: every image of a
+    batch then has the same forced detections): a random one, or ``image``
+    ((3, H, W) uint8) resized."""
     h, w = size
-    generator = torch.Generator().manual_seed(h * 10007 + w)
-    image = torch.randint(
-        0, 256, (3, h, w), dtype=torch.uint8, generator=generator)
+    if image is None:
+        generator = torch.Generator().manual_seed(h * 10007 + w)
+        image = torch.randint(
+            0, 256, (3, h, w), dtype=torch.uint8, generator=generator)
+    else:
+        image = torch.from_numpy(
+            cv2.resize(image.permute(1, 2, 0).numpy(), (w, h),
+                       interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)
     samples = [
         DetDataSample(
             metainfo=dict(
@@ -490,11 +576,13 @@ class Entry:
     """One thing to time, a model's whole ``predict`` or (``staged``) a
     DR1Mask model stage by stage, with its inputs and detection check."""
 
-    def __init__(self, name: str, model: nn.Module, staged: bool = False
-                 ) -> None:
+    def __init__(self, name: str, model: nn.Module, staged: bool = False,
+                 image: Optional[Tensor] = None) -> None:
         self.name = name
         self.model = model
         self.staged = staged
+        # A real image for a trained model, whose detections are its own.
+        self.image = image
         self.kept = watch_detections(model)
         self.inputs: Optional[Tensor] = None
         self.samples: SampleList = []
@@ -509,8 +597,11 @@ class Entry:
 
     def prepare(self, size: Tuple[int, int], n: int, batch: int = 1
                 ) -> None:
-        self.inputs, self.samples = make_inputs(self.model, size, batch)
-        if isinstance(self.model, MaskFormer):
+        self.inputs, self.samples = make_inputs(self.model, size, batch,
+                                                self.image)
+        if self.image is not None:
+            force_count(self.model, n)
+        elif isinstance(self.model, MaskFormer):
             force_queries(self.model, n, self.inputs, self.samples)
         else:
             force_detections(self.model, n)
@@ -783,8 +874,12 @@ def _settings(rows: List[dict], *fields: str
 
 def markdown(rows: List[dict], throughput: List[dict],
              args: argparse.Namespace) -> str:
+    weights = (f'the weights of {args.checkpoint} on '
+               f'{args.image or "the first test image"}, resized'
+               if args.checkpoint else 'random weights')
     setup = (f'device {args.device}, {torch.get_num_threads()} torch '
-             f'threads, {args.rounds} rounds, medians in ms, batch 1')
+             f'threads, {args.rounds} rounds, medians in ms, batch 1, '
+             f'{weights}')
     parts = [
         f'Latency ({setup}):', latency_table(rows),
         'Complexity:', complexity_table(rows)
@@ -814,11 +909,19 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     # Keep init_weights' per-parameter report out of the output.
     MMLogger.get_instance('benchmark_speed', log_level='WARNING')
     entries = []
+    image, trained = None, {}
+    if args.checkpoint:
+        log(f'loading {args.checkpoint}')
+        trained = trained_models(args.config, args.checkpoint, device)
+        path = args.image or first_test_image(args.config)
+        image = torch.from_numpy(cv2.imread(path)).permute(2, 0, 1)
     for name in args.models:
         log(f'building {name}')
-        entries.append(Entry(name, build_model(name, device)))
+        model = trained[name] if trained else build_model(name, device)
+        entries.append(Entry(name, model, image=image))
         if name in STAGED:
-            entries.append(Entry(name, entries[-1].model, staged=True))
+            entries.append(
+                Entry(name, entries[-1].model, staged=True, image=image))
             if args.onnxruntime:
                 entries.append(
                     OnnxEntry(name, entries[-1].model, args.threads))
