@@ -171,7 +171,9 @@ def test_detections_carry_the_dense_top_layer_embedding_of_their_location(
         detections = head.predict_by_feat(
             cls_scores, bbox_preds, centernesses, box_feats,
             batch_img_metas=[dict(img_shape=(96, 160))])[0]
-        dense = [head.embeddings(f)[0] for f in box_feats]
+        # the top layer's embedding channels, densely
+        dense = [head.top_layer(f)[0, :head.embedding_channels]
+                 for f in box_feats]
     assert len(detections) > 20
     assert set(detections.strides.tolist()) == set(head.strides)
     expected = torch.stack([

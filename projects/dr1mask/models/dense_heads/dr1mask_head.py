@@ -15,9 +15,9 @@ basis) there is no context at all.
 Target assignment and the positives' bookkeeping are mmdet's CondInst box
 head (FCOS that remembers which GT each positive location is assigned to),
 used through its public ``loss_by_feat`` and ``get_positive_infos``. The
-context maps are needed at every location. The embeddings are needed densely
-in training (every positive's) but at test time only at the detections kept
-by NMS, and only there are they computed.
+context maps are needed at every location; the embeddings only at the
+positive locations in training and at the detections kept by NMS at test
+time, and only there are they computed.
 """
 import copy
 from typing import List, Optional, Tuple
@@ -104,8 +104,8 @@ class DR1MaskHead(CondInstBboxHead):
             tuple: ``cls_score`` (N, num_classes, H, W), ``bbox_pred``
             (N, 4, H, W), ``centerness`` (N, 1, H, W), ``box_feat`` (N,
             feat_channels, H, W), the box tower's output, from which
-            :meth:`embeddings` and :meth:`embeddings_at` compute the
-            instance embeddings, and ``context`` (N, context_channels, H, W).
+            :meth:`embeddings_at` computes the instance embeddings where
+            they are needed, and ``context`` (N, context_channels, H, W).
         """
         cls_score, bbox_pred, cls_feat, box_feat = \
             AnchorFreeHead.forward_single(self, x)
@@ -133,11 +133,6 @@ class DR1MaskHead(CondInstBboxHead):
                                        *box_feat.shape[2:]))
         return F.conv2d(box_feat, weight, self.top_layer.bias[channels],
                         padding=1)
-
-    def embeddings(self, box_feat: Tensor) -> Tensor:
-        """The embeddings E_l (N, embedding_channels, H, W) of every
-        location of one level."""
-        return self._top_layer(box_feat, slice(None, self.embedding_channels))
 
     def embeddings_at(self, box_feats: List[Tensor], points: Tensor,
                       strides: Tensor) -> Tensor:
@@ -181,15 +176,31 @@ class DR1MaskHead(CondInstBboxHead):
         Centre sampling uses the box centre, as FCOS and BlendMask do, so
         only boxes and labels are passed on (given masks, CondInst's
         assignment would use their centroid).
+
+        CondInst's loss also keeps dense per-location parameters for its
+        ``get_positive_infos``; the embeddings are needed at the positive
+        locations only, and :meth:`positive_infos` computes them there from
+        the box tower's features, which stand in for those parameters
+        (CondInst's loss only stores them).
         """
         box_instances = [
             InstanceData(bboxes=gt.bboxes, labels=gt.labels)
             for gt in batch_gt_instances
         ]
+        self._box_feats = box_feats
         return super().loss_by_feat(cls_scores, bbox_preds, centernesses,
-                                    [self.embeddings(f) for f in box_feats],
-                                    box_instances, batch_img_metas,
+                                    box_feats, box_instances,
+                                    batch_img_metas,
                                     batch_gt_instances_ignore)
+
+    def get_targets(self, points: List[Tensor],
+                    batch_gt_instances: InstanceList) -> tuple:
+        """CondInst's targets (FCOS's, with each positive's GT index);
+        remembers the points and the positives for :meth:`positive_infos`.
+        """
+        targets = super().get_targets(points, batch_gt_instances)
+        self._assignment = (points, targets[2], targets[3])
+        return targets
 
     def positive_infos(self,
                        batch_gt_instances: InstanceList) -> InstanceList:
@@ -201,21 +212,32 @@ class DR1MaskHead(CondInstBboxHead):
 
         Returns:
             list[InstanceData]: per image, for its P positive locations:
-            ``embeddings`` (P, embedding_channels), ``pos_assigned_gt_inds``
+            ``embeddings`` (P, embedding_channels), computed at those
+            locations alone (:meth:`embeddings_at`), ``pos_assigned_gt_inds``
             (P,), ``points`` (P, 2) and ``centerness_targets`` (P,), the
             FCOS centerness of each location in its GT box (the mask loss
             weights, as in BlendMask).
         """
+        points, pos_inds_list, pos_gt_inds_list = self._assignment
+        strides = torch.cat([
+            level.new_full((len(level), ), stride)
+            for level, stride in zip(points, self.strides)
+        ])
+        points = torch.cat(points)
         infos = []
-        for info, gt in zip(self.get_positive_infos(), batch_gt_instances):
-            boxes = gt.bboxes[info.pos_assigned_gt_inds]
+        for i, (pos_inds, gt_inds, gt) in enumerate(
+                zip(pos_inds_list, pos_gt_inds_list, batch_gt_instances)):
+            pos_points = points[pos_inds]
+            boxes = gt.bboxes[gt_inds]
             ltrb = torch.cat(
-                [info.points - boxes[:, :2], boxes[:, 2:] - info.points], 1)
+                [pos_points - boxes[:, :2], boxes[:, 2:] - pos_points], 1)
             infos.append(
                 InstanceData(
-                    embeddings=info.param_preds,
-                    pos_assigned_gt_inds=info.pos_assigned_gt_inds,
-                    points=info.points,
+                    embeddings=self.embeddings_at(
+                        [f[i] for f in self._box_feats], pos_points,
+                        strides[pos_inds]),
+                    pos_assigned_gt_inds=gt_inds,
+                    points=pos_points,
                     centerness_targets=self.centerness_target(ltrb)))
         return infos
 
