@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -92,3 +93,63 @@ def test_quickest_run_writes_a_row_per_model(tmp_path):
     assert rows[0]['stuff'] == rows[1]['stuff']
     assert result.stdout == table.read_text()
     assert 'pan / Panoptic-FPN time (<= 1.00) | n/a' in result.stdout
+
+
+class _Cube(torch.autograd.Function):
+    """A custom autograd function: its node has no forward op of its own
+    number."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return 3 * grad * x**2
+
+
+class _Part(torch.nn.Module):
+
+    def __init__(self, width):
+        super().__init__()
+        self.linear = torch.nn.Linear(width, width)
+
+    def forward(self, x):
+        return self.linear(x).relu()
+
+    def loss(self, x):
+        return _Cube.apply(self(x)).mean()
+
+
+def test_stage_times_give_each_stage_its_forward_and_backward(tool):
+    """A heavy first part and a light second one whose loss calls its own
+    forward: each stage gets its own forward (nested ranges subtracted) and
+    the backward of the nodes it created, the custom function's included."""
+    from torch.profiler import profile, record_function
+    model = torch.nn.Module()
+    model.first, model.second = _Part(512), _Part(8)
+    tool.instrument(model)
+    x = torch.randn(4096, 512)
+    with profile() as prof, record_function(tool.STAGE + tool.ITERATION):
+        loss = model.second.loss(model.first(x)[:, :8])
+        with record_function(tool.STAGE + tool.BACKWARD):
+            loss.backward()
+        with record_function(tool.STAGE + tool.OPTIMIZER):
+            pass
+    rows = {r['stage']: r for r in tool.stage_times(prof.events())}
+    assert list(rows) == [
+        'first.forward', 'second.loss', 'second.forward', tool.OUTSIDE,
+        tool.ACCUMULATE, tool.ENGINE, tool.OPTIMIZER
+    ]
+    first, own, second = (rows['first.forward'], rows['second.loss'],
+                          rows['second.forward'])
+    # the 512-wide product and its gradients are the first part's
+    assert first['forward_ms'] > 5 * second['forward_ms']
+    assert first['backward_ms'] > 5 * second['backward_ms'] > 0
+    # the loss' own ops (the cube, the mean) and their nodes
+    assert own['forward_ms'] > 0 and own['backward_ms'] > 0
+    assert rows[tool.ACCUMULATE]['backward_ms'] > 0  # 4 parameters
+    assert all(r['forward_ms'] >= 0 and r['backward_ms'] >= 0
+               for r in rows.values())
