@@ -116,3 +116,49 @@ def test_mask2former_keeps_exactly_the_forced_count(tool):
             fusion.test_cfg.object_mask_thr = threshold + shift
             with pytest.raises(RuntimeError, match='kept'):
                 entry(tool.direct, 7)
+
+
+def test_trained_checkpoint_is_timed_with_and_without_its_panoptic_layer(
+        tool, tmp_path, capsys):
+    """--checkpoint: the checkpoint's weights in both rows (the instance row
+    is the same model without its panoptic layer), on the given image, the
+    detections only counted; a config without a panoptic layer is named."""
+    import cv2
+    import numpy as np
+    from mmengine.config import Config
+    from mmdet.registry import MODELS as REGISTRY
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    config = str(REPO / tool.QUICKSTART_CONFIG)
+    model = REGISTRY.build(Config.fromfile(config).model)
+    torch.nn.init.constant_(model.panoptic_head.stuff_conv.bias, 0.5)
+    checkpoint = tmp_path / 'trained.pth'
+    torch.save(dict(state_dict=model.state_dict()), checkpoint)
+    image = tmp_path / 'image.png'
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(
+        0, 256, (40, 60, 3), dtype=np.uint8))
+    out = tmp_path / 'trained.json'
+    threads = torch.get_num_threads()
+    try:
+        tool.main(['--checkpoint', str(checkpoint), '--image', str(image),
+                   '--sizes', '64x96', '--detections', '3', '--rounds', '1',
+                   '--threads', '1', '--out', str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    rows = {row['model']: row for row in json.loads(out.read_text())}
+    assert {'dr1mask_panoptic', 'dr1mask_instance',
+            'dr1mask_panoptic/panoptic_layer'} <= set(rows)
+    assert 'dr1mask_instance/panoptic_layer' not in rows
+    assert rows['dr1mask_panoptic']['input'] == [64, 96]
+    printed = capsys.readouterr().out
+    assert f'the weights of {checkpoint}' in printed
+    assert 'pan / inst' in printed
+    loaded = tool.trained_models(config, str(checkpoint), torch.device('cpu'))
+    torch.testing.assert_close(
+        loaded['dr1mask_panoptic'].panoptic_head.stuff_conv.bias,
+        torch.full((3, ), 0.5))
+    assert loaded['dr1mask_instance'].panoptic_head is None
+    instance_config = str(REPO / 'configs/dr1mask/dr1mask_r18_fpn_toy.py')
+    with pytest.raises(SystemExit, match='no model.panoptic_head'):
+        tool.trained_models(instance_config, str(checkpoint),
+                            torch.device('cpu'))
