@@ -40,10 +40,20 @@ iteration of each model in turn, the order rotated each round so that the
 machine's drift hits every model alike; after one untimed warm-up iteration
 each, the medians over ``--rounds`` rounds are reported.
 
+``--stages`` then profiles one more iteration of each model with
+``torch.profiler`` and splits it by stage (:func:`stage_times`): the
+forward pass of each direct submodule's ``forward`` and loss methods
+(``backbone.forward``, ``bbox_head.loss_by_feat``, ``mask_head.loss``, ...),
+the backward pass of the autograd nodes each of them created, and the
+optimizer step. The profiler adds a little time per op, so the stages'
+shares are what to read, not their sum against ``median_s``.
+
 ``--out`` writes one JSON row per model and input: ``model``, ``input``
 ([h, w]), ``batch``, ``median_s``, ``times_s`` (every round), ``warmup_s``,
 ``peak_mem_mb``, ``peak_rss_mb``, ``things`` and ``stuff`` (mean visible
-instances and stuff regions per image), ``threads``.
+instances and stuff regions per image), ``threads``; with ``--stages`` also
+``stages``, a list of ``stage``, ``forward_ms``, ``backward_ms``,
+``step_ms``.
 
 Usage::
 
@@ -51,9 +61,11 @@ Usage::
     .venv/bin/python tools/analysis_tools/benchmark_train.py --quick \\
         --threads 1 --out work_dirs/benchmark/train-quick.json
 
-    # the comparison of the targets: 800x1216, batch 2, 3 rounds
+    # the comparison of the targets: 800x1216, batch 2, 3 rounds, and
+    # every model's iteration by stage
     .venv/bin/python tools/analysis_tools/benchmark_train.py --threads 1 \\
-        --out work_dirs/benchmark/train.json \\
+        --models dr1mask_panoptic dr1mask_instance panoptic_fpn condinst \\
+        fcos --stages --out work_dirs/benchmark/train.json \\
         --markdown work_dirs/benchmark/train.md
 """
 import argparse
@@ -293,7 +305,7 @@ def stage_times(events: List[FunctionEvent]) -> List[dict]:
     losses' sum) is :data:`OUTSIDE`.
 
     Returns:
-        list[dict]: ``stage``, ``forward_ms``, ``backward_ms`` and
+        list[dict]: ``stage``, ``forward_ms``, ``backward_us`` and
         ``step_ms`` (the optimizer's, in its own row), the stages in the
         order they first ran.
     """
@@ -315,22 +327,23 @@ def stage_times(events: List[FunctionEvent]) -> List[dict]:
                   if r.time_range.start <= t < r.time_range.end]
         return inside[-1] if inside else None
 
-    forward: Dict[str, float] = {}
+    # Microseconds, as the profiler gives them.
+    forward_us: Dict[str, float] = {}
     for r in ranges:
         label = r.name[len(STAGE):]
-        forward[label] = forward.get(label, 0.0) + r.cpu_time_total
+        forward_us[label] = forward_us.get(label, 0.0) + r.cpu_time_total
     # Subtract each range from the innermost range around it; the outermost
     # ones from the iteration.
-    forward[OUTSIDE] = (special[ITERATION].cpu_time_total -
+    forward_us[OUTSIDE] = (special[ITERATION].cpu_time_total -
                         special[BACKWARD].cpu_time_total -
                         special[OPTIMIZER].cpu_time_total)
     for i, r in enumerate(ranges):
         outer = [o for o in ranges[:i]
                  if o.time_range.end >= r.time_range.end]
         label = outer[-1].name[len(STAGE):] if outer else OUTSIDE
-        forward[label] -= r.cpu_time_total
-    backward_ms = {label: 0.0 for label in forward if label != OUTSIDE}
-    backward_ms.update({OUTSIDE: 0.0, ACCUMULATE: 0.0})
+        forward_us[label] -= r.cpu_time_total
+    backward_us = {label: 0.0 for label in forward_us if label != OUTSIDE}
+    backward_us.update({OUTSIDE: 0.0, ACCUMULATE: 0.0})
     # Forward ops: the sequence number of each, and the stage it ran in.
     numbered: Dict[int, str] = {}
     for e in events:
@@ -342,27 +355,27 @@ def stage_times(events: List[FunctionEvent]) -> List[dict]:
         numbered[e.sequence_nr] = (stage.name[len(STAGE):]
                                    if stage is not None else OUTSIDE)
     numbers = sorted(numbered)
-    nodes_ms = 0.0
+    nodes_us = 0.0
     for e in events:
         if not (e.name.startswith(EVALUATE)
                 and backward.start <= e.time_range.start < backward.end):
             continue
-        ms = e.cpu_time_total
-        nodes_ms += ms
+        us = e.cpu_time_total
+        nodes_us += us
         if e.sequence_nr < 0:
-            backward_ms[ACCUMULATE] += ms
+            backward_us[ACCUMULATE] += us
             continue
         at = bisect.bisect_right(numbers, e.sequence_nr) - 1
         label = numbered[numbers[at]] if at >= 0 else OUTSIDE
-        backward_ms[label] += ms
+        backward_us[label] += us
     rows = [
-        dict(stage=label, forward_ms=forward.get(label, 0.0) / 1e3,
-             backward_ms=backward_ms[label] / 1e3, step_ms=0.0)
-        for label in backward_ms
+        dict(stage=label, forward_ms=forward_us.get(label, 0.0) / 1e3,
+             backward_ms=backward_us[label] / 1e3, step_ms=0.0)
+        for label in backward_us
     ]
     rows.append(dict(stage=ENGINE, forward_ms=0.0,
                      backward_ms=(special[BACKWARD].cpu_time_total -
-                                  nodes_ms) / 1e3, step_ms=0.0))
+                                  nodes_us) / 1e3, step_ms=0.0))
     rows.append(dict(stage=OPTIMIZER, forward_ms=0.0, backward_ms=0.0,
                      step_ms=special[OPTIMIZER].cpu_time_total / 1e3))
     return rows
