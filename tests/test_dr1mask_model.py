@@ -65,6 +65,11 @@ def test_loss_with_instances(attention, boxes, labels):
         assert torch.isfinite(value), name
         assert value > 0, name
     assert unreached_parameters(model, sum(losses.values())) == []
+    # The positives are read once: no map of this iteration is held into
+    # the next, and reading them again is named as the mistake it is.
+    assert model.bbox_head._positives == {}
+    with pytest.raises(RuntimeError, match='call that first'):
+        model.bbox_head.positive_infos([])
 
 
 @pytest.mark.parametrize('attention', ['vector', 'full', 'factored'])

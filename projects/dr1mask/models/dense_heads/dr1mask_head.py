@@ -12,10 +12,9 @@ the instance embedding and the context it modulates consistent. For Table
 the FPN level instead (``context_source``); without A and B (the plain
 basis) there is no context at all.
 
-Target assignment and the positives' bookkeeping are mmdet's CondInst box
-head (FCOS that remembers which GT each positive location is assigned to),
-used through its public ``loss_by_feat`` and ``get_positive_infos``. The
-context maps are needed at every location; the embeddings only at the
+Target assignment is mmdet's CondInst box head (FCOS that tells which GT each
+positive location is assigned to), used through its public ``loss_by_feat``
+and ``get_targets``. The context maps are needed at every location; the embeddings only at the
 positive locations in training and at the detections kept by NMS at test
 time, and only there are they computed.
 """
@@ -65,9 +64,11 @@ class DR1MaskHead(CondInstBboxHead):
         self.embedding_channels = embedding_channels
         self.context_channels = context_channels
         self.context_source = context_source
-        # CondInst's positives carry `num_params` channels of per-location
-        # outputs: here, the embeddings.
-        super().__init__(*args, num_params=embedding_channels, **kwargs)
+        # CondInst's `num_params` sizes its controller and its dense
+        # parameters; the top layer takes the controller's place and the
+        # one-channel centernesses the parameters' (loss_by_feat).
+        super().__init__(*args, num_params=1, **kwargs)
+        self._positives: dict = {}
         if context_source == 'fpn' and self.in_channels != self.feat_channels:
             raise ValueError(
                 "context_source='fpn' reads the FPN level with the top "
@@ -177,21 +178,23 @@ class DR1MaskHead(CondInstBboxHead):
         only boxes and labels are passed on (given masks, CondInst's
         assignment would use their centroid).
 
-        CondInst's loss also keeps dense per-location parameters for its
-        ``get_positive_infos``; the embeddings are needed at the positive
-        locations only, and :meth:`positive_infos` computes them there from
-        the box tower's features, which stand in for those parameters
-        (CondInst's loss only stores them).
+        CondInst's loss also stores dense per-location parameters for its
+        ``get_positive_infos``, which is not used here: the embeddings are
+        needed at the positive locations only, and :meth:`positive_infos`
+        computes them there. The centernesses, which it stores anyway,
+        stand in for those parameters, so that no other map is held until
+        the next iteration.
         """
         box_instances = [
             InstanceData(bboxes=gt.bboxes, labels=gt.labels)
             for gt in batch_gt_instances
         ]
-        self._box_feats = box_feats
-        return super().loss_by_feat(cls_scores, bbox_preds, centernesses,
-                                    box_feats, box_instances,
-                                    batch_img_metas,
-                                    batch_gt_instances_ignore)
+        losses = super().loss_by_feat(cls_scores, bbox_preds, centernesses,
+                                      centernesses, box_instances,
+                                      batch_img_metas,
+                                      batch_gt_instances_ignore)
+        self._positives.update(box_feats=box_feats)
+        return losses
 
     def get_targets(self, points: List[Tensor],
                     batch_gt_instances: InstanceList) -> tuple:
@@ -199,7 +202,8 @@ class DR1MaskHead(CondInstBboxHead):
         remembers the points and the positives for :meth:`positive_infos`.
         """
         targets = super().get_targets(points, batch_gt_instances)
-        self._assignment = (points, targets[2], targets[3])
+        self._positives = dict(
+            points=points, pos_inds=targets[2], pos_gt_inds=targets[3])
         return targets
 
     def positive_infos(self,
@@ -218,7 +222,13 @@ class DR1MaskHead(CondInstBboxHead):
             FCOS centerness of each location in its GT box (the mask loss
             weights, as in BlendMask).
         """
-        points, pos_inds_list, pos_gt_inds_list = self._assignment
+        # Read once: nothing of this iteration is held into the next.
+        positives, self._positives = self._positives, {}
+        if 'box_feats' not in positives:
+            raise RuntimeError('DR1MaskHead.positive_infos() reads the '
+                               'positives of the last loss_by_feat(): call '
+                               'that first, once per positive_infos()')
+        points = positives['points']
         strides = torch.cat([
             level.new_full((len(level), ), stride)
             for level, stride in zip(points, self.strides)
@@ -226,7 +236,8 @@ class DR1MaskHead(CondInstBboxHead):
         points = torch.cat(points)
         infos = []
         for i, (pos_inds, gt_inds, gt) in enumerate(
-                zip(pos_inds_list, pos_gt_inds_list, batch_gt_instances)):
+                zip(positives['pos_inds'], positives['pos_gt_inds'],
+                    batch_gt_instances)):
             pos_points = points[pos_inds]
             boxes = gt.bboxes[gt_inds]
             ltrb = torch.cat(
@@ -234,7 +245,7 @@ class DR1MaskHead(CondInstBboxHead):
             infos.append(
                 InstanceData(
                     embeddings=self.embeddings_at(
-                        [f[i] for f in self._box_feats], pos_points,
+                        [f[i] for f in positives['box_feats']], pos_points,
                         strides[pos_inds]),
                     pos_assigned_gt_inds=gt_inds,
                     points=pos_points,
