@@ -74,13 +74,18 @@ def test_quickest_run_writes_a_row_per_model(tmp_path):
         str(TOOLS / 'benchmark_train.py'), '--sizes', '64x96', '--batch',
         '1', '--rounds', '2', '--things', '4', '--stuff', '2', '3',
         '--threads', '1', '--models', 'dr1mask_panoptic', 'condinst',
-        '--out', str(out), '--markdown', str(table)
+        '--stages', '--out', str(out), '--markdown', str(table)
     ], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
     rows = json.loads(out.read_text())
     assert [row['model'] for row in rows] == ['dr1mask_panoptic', 'condinst']
     for row in rows:
-        assert set(row) == KEYS, row
+        assert set(row) == KEYS | {'stages'}, row
+        stages = {s['stage']: s for s in row.pop('stages')}
+        assert {'backbone.forward', 'neck.forward'} <= set(stages)
+        # the backbone saves its activations; the optimizer step nothing
+        assert stages['backbone.forward']['saved_mib'] > 0
+        assert stages['optimizer step']['saved_mib'] == 0
         assert row['input'] == [64, 96] and row['batch'] == 1
         assert row['threads'] == 1
         assert len(row['times_s']) == 2 and all(t > 0 for t in row['times_s'])
@@ -93,6 +98,7 @@ def test_quickest_run_writes_a_row_per_model(tmp_path):
     assert rows[0]['stuff'] == rows[1]['stuff']
     assert result.stdout == table.read_text()
     assert 'pan / Panoptic-FPN time (<= 1.00) | n/a' in result.stdout
+    assert '| saved for backward (MiB) |' in result.stdout
 
 
 class _Cube(torch.autograd.Function):
@@ -139,7 +145,8 @@ def test_stage_times_give_each_stage_its_forward_and_backward(tool):
     torch.set_num_threads(1)
     try:
         for _ in range(3):
-            with profile() as prof, record_function(tool.STAGE + tool.ITERATION):
+            with profile() as prof, \
+                    record_function(tool.STAGE + tool.ITERATION):
                 loss = model.second.loss(model.first(x)[:, :8])
                 with record_function(tool.STAGE + tool.BACKWARD):
                     loss.backward()
@@ -168,3 +175,21 @@ def test_stage_times_give_each_stage_its_forward_and_backward(tool):
     assert fastest('second.loss', 'forward_ms') > 0
     assert fastest('second.loss', 'backward_ms') > 0
     assert fastest(tool.ACCUMULATE, 'backward_ms') > 0  # 4 parameters
+
+
+def test_saved_bytes_count_each_stages_activations_once(tool):
+    """The first part saves its input for the product and its ReLU output
+    (2 x 4096 x 512 floats); the second part's product saves a view of the
+    latter, counted already, and its own ReLU output; the cube saves that
+    again; the weights are not counted."""
+    model = torch.nn.Module()
+    model.first, model.second = _Part(512), _Part(8)
+    tool.instrument(model)
+    saved = tool.SavedBytes(model)
+    with saved.hooks():
+        model.second.loss(model.first(torch.randn(4096, 512))[:, :8])
+    assert saved.mib == {
+        'first.forward': 2 * 4096 * 512 * 4 / 2**20,
+        'second.forward': 4096 * 8 * 4 / 2**20
+    }
+    assert tool.RUNNING == []

@@ -45,7 +45,8 @@ each, the medians over ``--rounds`` rounds are reported.
 forward pass of each direct submodule's ``forward`` and loss methods
 (``backbone.forward``, ``bbox_head.loss_by_feat``, ``mask_head.loss``, ...),
 the backward pass of the autograd nodes each of them created, and the
-optimizer step. The profiler adds a little time per op, so the stages'
+optimizer step, and the activations each stage saves for the backward
+pass. The profiler adds a little time per op, so the stages'
 shares are what to read, not their sum against ``median_s``.
 
 ``--out`` writes one JSON row per model and input: ``model``, ``input``
@@ -53,7 +54,9 @@ shares are what to read, not their sum against ``median_s``.
 ``peak_mem_mb``, ``peak_rss_mb``, ``things`` and ``stuff`` (mean visible
 instances and stuff regions per image), ``threads``; with ``--stages`` also
 ``stages``, a list of ``stage``, ``forward_ms``, ``backward_ms``,
-``step_ms``.
+``step_ms`` and ``saved_mib``: the MiB of activations that the stage's
+forward saved for the backward pass (:class:`SavedBytes`), held until the
+backward pass reaches them.
 
 Usage::
 
@@ -118,6 +121,8 @@ TARGETS = (
 # Methods of the model's direct submodules timed as stages by --stages:
 # the forward pass and the loss computations mmdet's heads define.
 STAGE_METHODS = ('forward', 'loss', 'loss_and_predict', 'loss_by_feat')
+# The labels of the instrumented stages running now, innermost last.
+RUNNING: List[str] = []
 # Smallest radius of a thing, px; the largest is a quarter of the short side.
 MIN_RADIUS = 8.0
 # A thing occluded to fewer visible pixels is dropped.
@@ -272,14 +277,58 @@ def instrument(model: nn.Module) -> None:
 
 
 def ranged(label: str, fn: Callable) -> Callable:
-    """``fn`` in a profiler range named ``STAGE + label``."""
+    """``fn`` in a profiler range named ``STAGE + label``, with ``label`` on
+    :data:`RUNNING` while it runs."""
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with torch.profiler.record_function(STAGE + label):
-            return fn(*args, **kwargs)
+        RUNNING.append(label)
+        try:
+            with torch.profiler.record_function(STAGE + label):
+                return fn(*args, **kwargs)
+        finally:
+            RUNNING.pop()
 
     return run
+
+
+class SavedBytes:
+    """MiB of the tensors autograd saves for the backward pass, by the stage
+    whose forward saved them: within ``with saved.hooks():`` every storage
+    a saved tensor views is counted once, whole, for the innermost
+    :func:`ranged` stage running when it is first saved (:data:`OUTSIDE`
+    if none). The model's parameters are not counted: they are resident
+    anyway. This is the activation memory that each stage holds until the
+    backward pass reaches it.
+
+    Args:
+        model (nn.Module): The model whose parameters are left out.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.mib: Dict[str, float] = {}
+        self._parameters = {
+            p.untyped_storage().data_ptr()
+            for p in model.parameters()
+        }
+        # The storages themselves, so that an address freed and reused
+        # within the forward pass still names one storage.
+        self._seen: Dict[int, torch.UntypedStorage] = {}
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self._parameters and key not in self._seen:
+            self._seen[key] = storage
+            label = RUNNING[-1] if RUNNING else OUTSIDE
+            mib = storage.nbytes() / 2**20
+            self.mib[label] = self.mib.get(label, 0.0) + mib
+        return tensor
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        """The context in which the forward pass is counted."""
+        return torch.autograd.graph.saved_tensors_hooks(
+            self.pack, lambda tensor: tensor)
 
 
 def stage_times(events: List[FunctionEvent]) -> List[dict]:
@@ -447,20 +496,27 @@ class Trainer:
         return time.perf_counter() - start
 
     def stages(self) -> List[dict]:
-        """One more iteration, profiled: :func:`stage_times`. The
-        optimizer wrapper's ``update_params`` is its three calls, so that
-        the backward pass and the step get ranges of their own."""
+        """One more iteration, profiled: :func:`stage_times`, each row with
+        ``saved_mib``, what its stage saved for the backward pass
+        (:class:`SavedBytes`). The optimizer wrapper's ``update_params`` is
+        its three calls, so that the backward pass and the step get ranges
+        of their own."""
         data = self.model.data_preprocessor(copy.deepcopy(self.data), True)
+        saved = SavedBytes(self.model)
         with torch.profiler.profile() as prof, \
                 torch.profiler.record_function(STAGE + ITERATION):
-            losses = self.model(**data, mode='loss')
+            with saved.hooks():
+                losses = self.model(**data, mode='loss')
             loss, _ = self.model.parse_losses(losses)
             with torch.profiler.record_function(STAGE + BACKWARD):
                 self.optim_wrapper.backward(loss)
             with torch.profiler.record_function(STAGE + OPTIMIZER):
                 self.optim_wrapper.step()
                 self.optim_wrapper.zero_grad()
-        return stage_times(prof.events())
+        rows = stage_times(prof.events())
+        for row in rows:
+            row['saved_mib'] = saved.mib.get(row['stage'], 0.0)
+        return rows
 
 
 def worker(spec: str) -> None:
@@ -610,15 +666,16 @@ def stage_table(row: dict, size: Tuple[int, int],
     lines = [
         f"{TITLES[row['model']]} by stage, {size[0]}x{size[1]} (one "
         f'profiled iteration, {threads or "default"} threads):', '',
-        '| stage | forward (ms) | backward (ms) | total (ms) | share |',
-        '|---|---|---|---|---|'
+        '| stage | forward (ms) | backward (ms) | total (ms) | share '
+        '| saved for backward (MiB) |', '|---|---|---|---|---|---|'
     ]
     for s in stages:
         ms = s['forward_ms'] + s['backward_ms'] + s['step_ms']
         lines.append(f"| {s['stage']} | {s['forward_ms']:.0f} | "
                      f"{s['backward_ms']:.0f} | {ms:.0f} | "
-                     f'{100 * ms / total:.1f} % |')
-    lines.append(f'| all | | | {total:.0f} | |')
+                     f'{100 * ms / total:.1f} % | {s["saved_mib"]:.0f} |')
+    saved = sum(s['saved_mib'] for s in stages)
+    lines.append(f'| all | | | {total:.0f} | | {saved:.0f} |')
     return '\n'.join(lines)
 
 
