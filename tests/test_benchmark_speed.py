@@ -122,7 +122,8 @@ def test_trained_checkpoint_is_timed_with_and_without_its_panoptic_layer(
         tool, tmp_path, capsys):
     """--checkpoint: the checkpoint's weights in both rows (the instance row
     is the same model without its panoptic layer), on the given image, the
-    detections only counted; a config without a panoptic layer is named."""
+    detections only counted; a config without a panoptic layer and an
+    unreadable image are named."""
     import cv2
     import numpy as np
     from mmengine.config import Config
@@ -162,3 +163,9 @@ def test_trained_checkpoint_is_timed_with_and_without_its_panoptic_layer(
     with pytest.raises(SystemExit, match='no model.panoptic_head'):
         tool.trained_models(instance_config, str(checkpoint),
                             torch.device('cpu'))
+    # An image OpenCV cannot read is named before any weights are loaded.
+    not_an_image = tmp_path / 'notes.txt'
+    not_an_image.write_text('not an image')
+    with pytest.raises(SystemExit, match=f'--image {not_an_image}: not an'):
+        tool.main(['--checkpoint', str(tmp_path / 'missing.pth'), '--image',
+                   str(not_an_image), '--rounds', '1'])

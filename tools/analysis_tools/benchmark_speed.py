@@ -129,8 +129,8 @@ Usage::
         --threads 1 --batch-sizes 1 4 --out work_dirs/benchmark/quick.json
 
     # the quickstart's trained model, with and without its panoptic layer
-    .venv/bin/python tools/analysis_tools/benchmark_speed.py --threads 1 \
-        --checkpoint work_dirs/quickstart/iter_800.pth \
+    .venv/bin/python tools/analysis_tools/benchmark_speed.py --threads 1 \\
+        --checkpoint work_dirs/quickstart/iter_800.pth \\
         --out work_dirs/benchmark/trained.json
 
     # where the time of a stage (or of a whole model) goes
@@ -911,10 +911,14 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     entries = []
     image, trained = None, {}
     if args.checkpoint:
+        path = args.image or first_test_image(args.config)
+        array = cv2.imread(path, cv2.IMREAD_COLOR)
+        if array is None:
+            raise SystemExit(f'--image {path}: not an image file OpenCV '
+                             'can read')
+        image = torch.from_numpy(array).permute(2, 0, 1)
         log(f'loading {args.checkpoint}')
         trained = trained_models(args.config, args.checkpoint, device)
-        path = args.image or first_test_image(args.config)
-        image = torch.from_numpy(cv2.imread(path)).permute(2, 0, 1)
     for name in args.models:
         log(f'building {name}')
         model = trained[name] if trained else build_model(name, device)

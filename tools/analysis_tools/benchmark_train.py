@@ -155,7 +155,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument('--stages', action='store_true',
                         help='after the rounds, profile one more iteration '
-                        'of each model and print its time by stage')
+                        'of each model and print its time and the '
+                        'activations it saves for the backward pass, by '
+                        'stage')
     parser.add_argument('--out', help='write every row to this JSON file')
     parser.add_argument('--markdown', help='write the table to this file')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
@@ -354,7 +356,7 @@ def stage_times(events: List[FunctionEvent]) -> List[dict]:
     losses' sum) is :data:`OUTSIDE`.
 
     Returns:
-        list[dict]: ``stage``, ``forward_ms``, ``backward_us`` and
+        list[dict]: ``stage``, ``forward_ms``, ``backward_ms`` and
         ``step_ms`` (the optimizer's, in its own row), the stages in the
         order they first ran.
     """

@@ -14,9 +14,9 @@ basis) there is no context at all.
 
 Target assignment is mmdet's CondInst box head (FCOS that tells which GT each
 positive location is assigned to), used through its public ``loss_by_feat``
-and ``get_targets``. The context maps are needed at every location; the embeddings only at the
-positive locations in training and at the detections kept by NMS at test
-time, and only there are they computed.
+and ``get_targets``. The context maps are needed at every location; the
+embeddings only at the positive locations in training and at the detections
+kept by NMS at test time, and only there are they computed.
 """
 import copy
 from typing import List, Optional, Tuple
